@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local cluster and the tests use, when missing.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+	etcd-server                 # etcd for kube-apiserver
+	containerd                  # container runtime, one instance per node
+	runc                        # crun cannot handle the hybrid cgroup layout here
+	containernetworking-plugins # bridge + host-local for pod networking
+	iproute2 iptables           # network namespace, veth and the service rule
+	util-linux                  # mount, flock, nsenter
+	openssl                     # inspecting certificates in tests and the demo
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if ((${#missing[@]})); then
+	echo "installing: ${missing[*]}" >&2
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

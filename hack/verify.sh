@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Checks that the tree is as `make generate`, gofmt and go mod tidy would leave it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail=0
+unformatted="$(gofmt -l $(git ls-files --cached --others --exclude-standard '*.go'))"
+if [[ -n "$unformatted" ]]; then
+	echo "gofmt needed on:" >&2
+	echo "$unformatted" >&2
+	fail=1
+fi
+
+go vet ./... || fail=1
+
+for mod in . hack/kube hack/tools; do
+	[[ -f "$mod/go.mod" ]] || continue
+	if ! (cd "$mod" && go mod tidy -diff >/dev/null); then
+		echo "go.mod or go.sum in $mod is not tidy: run 'go mod tidy' there" >&2
+		fail=1
+	fi
+done
+
+if [[ -x hack/verify-generated.sh ]]; then
+	hack/verify-generated.sh || fail=1
+fi
+
+exit "$fail"
