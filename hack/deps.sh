@@ -11,6 +11,7 @@ packages=(
 	iproute2 iptables           # network namespace, veth and the service rule
 	util-linux                  # mount, flock, nsenter
 	openssl                     # inspecting certificates in tests and the demo
+	openjdk-17-jre-headless     # keytool, to open the JKS keystores in the tests
 )
 
 missing=()

@@ -10,6 +10,13 @@ cache="${CERTMINT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/certmint}"
 out="$cache/kube/$version"
 components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
+# Without these the binaries call themselves v0.0.0-master, which kubectl and
+# the kubelet report and compare.
+major="${version#v}"; major="${major%%.*}"
+minor="${version#v*.}"; minor="${minor%%.*}"
+vpkg=k8s.io/component-base/version
+ldflags="-s -w -X $vpkg.gitVersion=$version -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+
 mkdir -p "$out"
 # Parallel callers (make targets, test packages) wait for one build.
 exec 9>"$out/.lock"
@@ -18,7 +25,7 @@ flock 9
 for c in "${components[@]}"; do
 	if [[ ! -x "$out/$c" ]]; then
 		echo "building $c $version (cached in $out)" >&2
-		(cd "$here/kube" && CGO_ENABLED=0 go build -trimpath -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+		(cd "$here/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c")
 		mv "$out/$c.tmp" "$out/$c"
 	fi
 done

@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail=0
-unformatted="$(gofmt -l $(git ls-files --cached --others --exclude-standard '*.go'))"
+mapfile -t gofiles < <(git ls-files --cached --others --exclude-standard '*.go' | while read -r f; do [[ -f "$f" ]] && echo "$f"; done)
+unformatted="$(gofmt -l "${gofiles[@]}")"
 if [[ -n "$unformatted" ]]; then
 	echo "gofmt needed on:" >&2
 	echo "$unformatted" >&2
