@@ -1,0 +1,219 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// Issuer signs certificates for pods in its own namespace's requests addressed
+// to issuers.certmint.io/<namespace>.<name>.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Namespaced,categories=certmint
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Issuer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   IssuerSpec   `json:"spec"`
+	Status IssuerStatus `json:"status,omitempty"`
+}
+
+// IssuerList is a list of Issuers.
+//
+// +kubebuilder:object:root=true
+type IssuerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Issuer `json:"items"`
+}
+
+// ClusterIssuer signs certificates for requests from any namespace addressed
+// to clusterissuers.certmint.io/<name>. Secrets it refers to live in the
+// controller's cluster resource namespace.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,categories=certmint
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterIssuer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   IssuerSpec   `json:"spec"`
+	Status IssuerStatus `json:"status,omitempty"`
+}
+
+// ClusterIssuerList is a list of ClusterIssuers.
+//
+// +kubebuilder:object:root=true
+type ClusterIssuerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterIssuer `json:"items"`
+}
+
+// IssuerSpec chooses exactly one backend and, optionally, a policy.
+//
+// +kubebuilder:validation:XValidation:rule="[has(self.selfSigned), has(self.ca)].filter(x, x).size() == 1",message="exactly one of selfSigned or ca must be set"
+type IssuerSpec struct {
+	// SelfSigned makes the controller generate and keep a root CA of its own
+	// for this issuer.
+	// +optional
+	SelfSigned *SelfSignedIssuer `json:"selfSigned,omitempty"`
+
+	// CA signs with a CA key pair kept in a Secret.
+	// +optional
+	CA *CAIssuer `json:"ca,omitempty"`
+
+	// Policy widens or narrows what pods may ask this issuer for. Without it
+	// the default policy applies; see docs/policy.md.
+	// +optional
+	Policy *Policy `json:"policy,omitempty"`
+}
+
+// SelfSignedIssuer has no settings: the controller generates an ECDSA P-256
+// root CA and keeps it in a Secret in its cluster resource namespace.
+type SelfSignedIssuer struct{}
+
+// CAIssuer signs with the key pair in a kubernetes.io/tls Secret.
+type CAIssuer struct {
+	// SecretName names a kubernetes.io/tls Secret holding the CA certificate
+	// (tls.crt, the CA first, then any intermediates up to the root) and its
+	// private key (tls.key). An optional ca.crt is published as the trust
+	// bundle. For an Issuer the Secret is in the Issuer's namespace; for a
+	// ClusterIssuer it is in the controller's cluster resource namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name"
+	SecretName string `json:"secretName"`
+}
+
+// Policy is what pods may ask an issuer for. Each field that is set replaces
+// the default for that aspect; fields left out keep the default.
+type Policy struct {
+	// AllowedDNSNames are patterns for the DNS names (and a DNS-like common
+	// name) a certificate may carry. A pattern may use ${POD_NAME},
+	// ${POD_NAMESPACE}, ${SERVICE_ACCOUNT_NAME} and ${CLUSTER_DOMAIN}, which
+	// take the requesting pod's values, and '*', which matches one or more characters
+	// within one DNS label. An empty list allows no DNS names.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.all(p, p.replace('${POD_NAME}', 'a').replace('${POD_NAMESPACE}', 'a').replace('${SERVICE_ACCOUNT_NAME}', 'a').replace('${CLUSTER_DOMAIN}', 'a').replace('*', 'a').matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))",message="each pattern must be a lower-case DNS name; labels may contain '*' and the templates ${POD_NAME}, ${POD_NAMESPACE}, ${SERVICE_ACCOUNT_NAME}, ${CLUSTER_DOMAIN}"
+	AllowedDNSNames []string `json:"allowedDNSNames,omitempty"`
+
+	// AllowedURIs are patterns for the URI SANs (including SPIFFE IDs) a
+	// certificate may carry. The templates of AllowedDNSNames apply, plus
+	// ${TRUST_DOMAIN}; '*' matches one or more characters within one path segment.
+	// An empty list allows no URIs.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.all(p, isURL(p.replace('${POD_NAME}', 'a').replace('${POD_NAMESPACE}', 'a').replace('${SERVICE_ACCOUNT_NAME}', 'a').replace('${CLUSTER_DOMAIN}', 'a').replace('${TRUST_DOMAIN}', 'a').replace('*', 'a')))",message="each pattern must be an absolute URI; it may contain '*' and the templates ${POD_NAME}, ${POD_NAMESPACE}, ${SERVICE_ACCOUNT_NAME}, ${CLUSTER_DOMAIN}, ${TRUST_DOMAIN}"
+	AllowedURIs []string `json:"allowedURIs,omitempty"`
+
+	// MaxDuration is the longest certificate lifetime a pod may ask for, at
+	// least 10m. The default is 720h (30 days).
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10m')",message="must be at least 10m"
+	MaxDuration *metav1.Duration `json:"maxDuration,omitempty"`
+
+	// AllowCA lets pods ask for CA certificates (the volume's is-ca
+	// attribute). They are issued with a path length of zero, so they can
+	// sign leaf certificates only. Defaults to false.
+	// +optional
+	AllowCA bool `json:"allowCA,omitempty"`
+
+	// AllowedKeyTypes are the public key algorithms (and minimum sizes) a
+	// request may use. The default allows ECDSA P-256 and larger, RSA of
+	// 2048 bits and larger, and Ed25519.
+	// +optional
+	// +listType=map
+	// +listMapKey=algorithm
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	AllowedKeyTypes []KeyType `json:"allowedKeyTypes,omitempty"`
+}
+
+// KeyAlgorithm is a public key algorithm.
+// +kubebuilder:validation:Enum=ECDSA;RSA;Ed25519
+type KeyAlgorithm string
+
+const (
+	KeyAlgorithmECDSA   KeyAlgorithm = "ECDSA"
+	KeyAlgorithmRSA     KeyAlgorithm = "RSA"
+	KeyAlgorithmEd25519 KeyAlgorithm = "Ed25519"
+)
+
+// KeyType is an allowed key algorithm.
+//
+// +kubebuilder:validation:XValidation:rule="self.algorithm != 'Ed25519' || !has(self.minSize)",message="Ed25519 keys have a fixed size; remove minSize"
+// +kubebuilder:validation:XValidation:rule="self.algorithm != 'RSA' || !has(self.minSize) || self.minSize >= 2048",message="RSA keys must be at least 2048 bits"
+// +kubebuilder:validation:XValidation:rule="self.algorithm != 'ECDSA' || !has(self.minSize) || self.minSize in [256, 384, 521]",message="ECDSA minSize must be 256, 384 or 521"
+type KeyType struct {
+	Algorithm KeyAlgorithm `json:"algorithm"`
+	// MinSize is the smallest key size in bits: the curve size for ECDSA,
+	// the modulus size for RSA. Defaults to 256 for ECDSA and 2048 for RSA.
+	// +optional
+	// +kubebuilder:validation:Maximum=16384
+	MinSize *int32 `json:"minSize,omitempty"`
+}
+
+// IssuerStatus is what the controller last observed about an issuer.
+type IssuerStatus struct {
+	// Conditions holds Ready: True when the issuer can sign; otherwise its
+	// reason and message say what to fix.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// TrustBundle is the PEM of the CA certificates a relying party should
+	// trust for certificates from this issuer.
+	// +optional
+	TrustBundle string `json:"trustBundle,omitempty"`
+}
+
+// ConditionReady is the condition type that says whether an issuer can sign.
+const ConditionReady = "Ready"
+
+// Reasons for the Ready condition.
+const (
+	ReasonReady          = "Ready"
+	ReasonSecretNotFound = "SecretNotFound"
+	ReasonInvalidSecret  = "InvalidSecret"
+	ReasonNotCA          = "NotCA"
+	ReasonKeyMismatch    = "KeyMismatch"
+	ReasonCANotYetValid  = "CANotYetValid"
+	ReasonCAExpired      = "CAExpired"
+	ReasonError          = "Error"
+)
+
+// GenericIssuer is what Issuer and ClusterIssuer have in common, so backends
+// and controllers handle both the same way.
+// +kubebuilder:object:generate=false
+type GenericIssuer interface {
+	metav1.Object
+	runtime.Object
+	GetSpec() *IssuerSpec
+	GetStatus() *IssuerStatus
+}
+
+var (
+	_ GenericIssuer = (*Issuer)(nil)
+	_ GenericIssuer = (*ClusterIssuer)(nil)
+)
+
+func (i *Issuer) GetSpec() *IssuerSpec            { return &i.Spec }
+func (i *Issuer) GetStatus() *IssuerStatus        { return &i.Status }
+func (i *ClusterIssuer) GetSpec() *IssuerSpec     { return &i.Spec }
+func (i *ClusterIssuer) GetStatus() *IssuerStatus { return &i.Status }

@@ -1,0 +1,233 @@
+// Package controller wires the certmint controller together: one manager
+// (leader election, caches, probes, metrics) running the issuer controllers
+// and the request controller with the issuer backends.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	csrcontroller "github.com/certmint/certmint/pkg/controller/csr"
+	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
+	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/ca"
+	"github.com/certmint/certmint/pkg/issuer/selfsigned"
+)
+
+// Defaults for Options.
+const (
+	DefaultClusterDomain    = "cluster.local"
+	DefaultDriverDaemonSet  = "certmint-driver"
+	DefaultLeaderElectionID = "certmint-controller"
+	DefaultLeaseDuration    = 15 * time.Second
+	DefaultRenewDeadline    = 10 * time.Second
+	DefaultRetryPeriod      = 2 * time.Second
+)
+
+// Options configures Run.
+type Options struct {
+	// Config is how to reach the API server. Required.
+	Config *rest.Config
+	// Logger is used for everything the controller logs. Required.
+	Logger logr.Logger
+
+	// DriverNamespace and DriverServiceAccount are the only requester whose
+	// requests are approved. Required.
+	DriverNamespace      string
+	DriverServiceAccount string
+	// DriverDaemonSet is the DaemonSet in DriverNamespace whose pods alone
+	// may request; defaults to certmint-driver.
+	DriverDaemonSet string
+	// ClusterResourceNamespace holds the Secrets of ClusterIssuers and the
+	// generated roots of selfSigned issuers. Required.
+	ClusterResourceNamespace string
+
+	// ClusterDomain fills ${CLUSTER_DOMAIN}; defaults to cluster.local.
+	ClusterDomain string
+	// TrustDomain fills ${TRUST_DOMAIN}; defaults to ClusterDomain.
+	TrustDomain string
+
+	// LeaderElect makes only one replica at a time act.
+	LeaderElect bool
+	// LeaderElectionNamespace defaults to ClusterResourceNamespace.
+	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
+	// zero means the defaults above.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+
+	// MetricsAddr serves /metrics; "0" disables it. ProbeAddr serves
+	// /healthz and /readyz; "0" disables it.
+	MetricsAddr string
+	ProbeAddr   string
+
+	// CleanupGrace, PendingMaxAge and Workers tune the request controller;
+	// zero means its defaults.
+	CleanupGrace  time.Duration
+	PendingMaxAge time.Duration
+	Workers       int
+}
+
+func (o *Options) defaultAndValidate() error {
+	switch {
+	case o.Config == nil:
+		return errors.New("a REST config is required")
+	case o.Logger.GetSink() == nil:
+		return errors.New("a logger is required")
+	case o.DriverNamespace == "" || o.DriverServiceAccount == "":
+		return errors.New("the driver namespace and ServiceAccount are required")
+	case o.ClusterResourceNamespace == "":
+		return errors.New("the cluster resource namespace is required")
+	}
+	if o.DriverDaemonSet == "" {
+		o.DriverDaemonSet = DefaultDriverDaemonSet
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = DefaultClusterDomain
+	}
+	if o.TrustDomain == "" {
+		o.TrustDomain = o.ClusterDomain
+	}
+	if o.LeaderElectionNamespace == "" {
+		o.LeaderElectionNamespace = o.ClusterResourceNamespace
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = DefaultLeaseDuration
+	}
+	if o.RenewDeadline == 0 {
+		o.RenewDeadline = DefaultRenewDeadline
+	}
+	if o.RetryPeriod == 0 {
+		o.RetryPeriod = DefaultRetryPeriod
+	}
+	return nil
+}
+
+// Run runs the controller until ctx is done or it fails. Losing the leader
+// lease ends it with an error, so the process restarts as a standby.
+func Run(ctx context.Context, opts Options) error {
+	if err := opts.defaultAndValidate(); err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+
+	mgr, err := manager.New(opts.Config, manager.Options{
+		Scheme: scheme,
+		Logger: opts.Logger,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// Only TLS Secrets can hold a CA; never cache the rest.
+				&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+				// Every pod is cached, so keep only what policy reads.
+				&corev1.Pod{}: {Transform: slimPod},
+			},
+		},
+		LeaderElection:                opts.LeaderElect,
+		LeaderElectionID:              DefaultLeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 ptr.To(opts.LeaseDuration),
+		RenewDeadline:                 ptr.To(opts.RenewDeadline),
+		RetryPeriod:                   ptr.To(opts.RetryPeriod),
+		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:        opts.ProbeAddr,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	loader := ca.NewLoader(mgr.GetClient())
+	caBackend, err := ca.New(ca.Options{Loader: loader, ClusterResourceNamespace: opts.ClusterResourceNamespace})
+	if err != nil {
+		return err
+	}
+	selfSignedBackend, err := selfsigned.New(selfsigned.Options{Client: mgr.GetClient(), Loader: loader, Namespace: opts.ClusterResourceNamespace})
+	if err != nil {
+		return err
+	}
+	backends := issuer.Backends{SelfSigned: selfSignedBackend, CA: caBackend}
+
+	if err := issuercontroller.SetupWithManager(ctx, mgr, issuercontroller.Options{
+		Backends:                 backends,
+		ClusterResourceNamespace: opts.ClusterResourceNamespace,
+	}); err != nil {
+		return err
+	}
+	if err := csrcontroller.SetupWithManager(ctx, mgr, csrcontroller.Options{
+		DriverNamespace:      opts.DriverNamespace,
+		DriverServiceAccount: opts.DriverServiceAccount,
+		DriverDaemonSet:      opts.DriverDaemonSet,
+		ClusterDomain:        opts.ClusterDomain,
+		TrustDomain:          opts.TrustDomain,
+		Backends:             backends,
+		CleanupGrace:         opts.CleanupGrace,
+		PendingMaxAge:        opts.PendingMaxAge,
+		Workers:              opts.Workers,
+	}); err != nil {
+		return err
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Ready once the caches are filled: a standby replica is ready too, so
+	// it can take over without a cold start.
+	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return errors.New("caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// slimPod keeps the fields of a Pod that node binding and policy read.
+func slimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:         pod.Namespace,
+			Name:              pod.Name,
+			UID:               pod.UID,
+			ResourceVersion:   pod.ResourceVersion,
+			CreationTimestamp: pod.CreationTimestamp,
+			DeletionTimestamp: pod.DeletionTimestamp,
+			// Node binding checks that the driver pod is its DaemonSet's.
+			OwnerReferences: pod.OwnerReferences,
+		},
+		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}, nil
+}

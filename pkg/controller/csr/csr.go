@@ -1,0 +1,541 @@
+// Package csr approves, denies, signs and cleans up the
+// CertificateSigningRequests addressed to certmint signers.
+//
+// One reconcile pass takes a new request all the way: decide (policy), write
+// the approval, sign, write the certificate. That is two writes per
+// issuance; the driver's create and delete make it four. Finished requests
+// the driver did not delete are removed after a grace period.
+package csr
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
+	"github.com/certmint/certmint/pkg/controller/metrics"
+	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/policy"
+	"github.com/certmint/certmint/pkg/request"
+)
+
+// IndexSignerName indexes requests by spec.signerName so an issuer that
+// becomes Ready finds the requests waiting for it.
+const IndexSignerName = "spec.signerName"
+
+// Reasons of conditions and Events this controller sets besides the
+// policy's denial reasons.
+const (
+	ReasonIssuerNotFound = "IssuerNotFound"
+	ReasonIssuerNotReady = "IssuerNotReady"
+	ReasonSigningFailed  = "SigningFailed"
+)
+
+// Defaults for Options.
+const (
+	DefaultCleanupGrace  = time.Hour
+	DefaultPendingMaxAge = 24 * time.Hour
+	DefaultWorkers       = 16
+)
+
+// issuerWait is how long a request waits for a not-ready issuer before it is
+// looked at again. The issuer watch normally wakes it sooner; this bounds the
+// wait if that event was missed.
+const issuerWait = time.Minute
+
+// ownWriteWait bounds how long a reconcile trusts its own last write over a
+// cache that has not caught up with it.
+const ownWriteWait = 10 * time.Second
+
+// Options configures the request controller.
+type Options struct {
+	// DriverNamespace and DriverServiceAccount name the only requester
+	// approved. Required.
+	DriverNamespace      string
+	DriverServiceAccount string
+	// DriverDaemonSet is the DaemonSet in DriverNamespace that must control
+	// the requesting driver pod. Required.
+	DriverDaemonSet string
+	// ClusterDomain and TrustDomain fill the policy templates of the same
+	// names. Required.
+	ClusterDomain string
+	TrustDomain   string
+	// Backends sign for each kind of issuer spec.
+	Backends issuer.Backends
+	// CleanupGrace is how long issued, denied and failed requests are kept
+	// before they are deleted. Defaults to DefaultCleanupGrace.
+	CleanupGrace time.Duration
+	// PendingMaxAge is how long a request may stay undecided before it is
+	// deleted. Defaults to DefaultPendingMaxAge.
+	PendingMaxAge time.Duration
+	// Workers is how many requests are handled at once. Defaults to
+	// DefaultWorkers.
+	Workers int
+	// Clock defaults to the real clock.
+	Clock clock.PassiveClock
+}
+
+// Reconciler handles certmint requests.
+type Reconciler struct {
+	client   client.Client
+	live     client.Reader
+	recorder events.EventRecorder
+	opts     Options
+	driver   string
+
+	// ownWrites maps a request's name to this controller's last write to
+	// it, so a reconcile running on a cache that has not seen that write yet
+	// does not redo it.
+	mu        sync.Mutex
+	ownWrites map[string]ownWrite
+}
+
+type ownWrite struct {
+	uid             types.UID
+	resourceVersion string
+	until           time.Time
+}
+
+// SetupWithManager registers the request controller.
+func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) error {
+	switch {
+	case opts.DriverNamespace == "" || opts.DriverServiceAccount == "":
+		return errors.New("request controller: DriverNamespace and DriverServiceAccount are required")
+	case opts.DriverDaemonSet == "":
+		return errors.New("request controller: DriverDaemonSet is required")
+	case opts.ClusterDomain == "" || opts.TrustDomain == "":
+		return errors.New("request controller: ClusterDomain and TrustDomain are required")
+	}
+	if opts.CleanupGrace <= 0 {
+		opts.CleanupGrace = DefaultCleanupGrace
+	}
+	if opts.PendingMaxAge <= 0 {
+		opts.PendingMaxAge = DefaultPendingMaxAge
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	r := &Reconciler{
+		client:    mgr.GetClient(),
+		live:      mgr.GetAPIReader(),
+		recorder:  mgr.GetEventRecorder("certmint-controller"),
+		opts:      opts,
+		driver:    "system:serviceaccount:" + opts.DriverNamespace + ":" + opts.DriverServiceAccount,
+		ownWrites: map[string]ownWrite{},
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &certificatesv1.CertificateSigningRequest{}, IndexSignerName, func(o client.Object) []string {
+		return []string{o.(*certificatesv1.CertificateSigningRequest).Spec.SignerName}
+	}); err != nil {
+		return fmt.Errorf("indexing requests by signer name: %w", err)
+	}
+	// Start the pod informer with the others rather than on the first
+	// request, which would otherwise wait for a full pod list.
+	if _, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}); err != nil {
+		return fmt.Errorf("starting the pod informer: %w", err)
+	}
+	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
+		if !ok {
+			return false
+		}
+		_, ok = request.ParseSignerName(csr.Spec.SignerName)
+		return ok
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("certificatesigningrequest").
+		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(ours)).
+		Watches(&v1alpha1.Issuer{}, handler.EnqueueRequestsFromMapFunc(r.requestsForIssuer)).
+		Watches(&v1alpha1.ClusterIssuer{}, handler.EnqueueRequestsFromMapFunc(r.requestsForIssuer)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.Workers}).
+		Complete(r)
+}
+
+// requestsForIssuer wakes the undecided or unsigned requests for an issuer,
+// so they go on as soon as it is Ready.
+func (r *Reconciler) requestsForIssuer(ctx context.Context, o client.Object) []reconcile.Request {
+	iss, ok := o.(v1alpha1.GenericIssuer)
+	if !ok || !issuercontroller.IsReady(iss) {
+		return nil
+	}
+	var list certificatesv1.CertificateSigningRequestList
+	if err := r.client.List(ctx, &list, client.MatchingFields{IndexSignerName: issuer.RefFor(iss).SignerName()}); err != nil {
+		log.FromContext(ctx).Error(err, "listing requests for an issuer", "issuer", issuer.RefFor(iss).String())
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if !finished(&list.Items[i]) {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: list.Items[i].Name}})
+		}
+	}
+	return out
+}
+
+// Reconcile takes one request as far as it can go.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var csr certificatesv1.CertificateSigningRequest
+	if err := r.client.Get(ctx, req.NamespacedName, &csr); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forgetOwnWrite(req.Name)
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, err
+	}
+	ref, ok := request.ParseSignerName(csr.Spec.SignerName)
+	if !ok {
+		return reconcile.Result{}, nil
+	}
+	if wait := r.behindOwnWrite(&csr); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("signer", csr.Spec.SignerName,
+		"pod", csr.Annotations[request.AnnotationPodNamespace]+"/"+csr.Annotations[request.AnnotationPodName]))
+
+	if finished(&csr) {
+		return r.cleanup(ctx, &csr, r.opts.CleanupGrace)
+	}
+	// Parsed once for both steps: checking its signature is the costliest
+	// part of handling a request.
+	parsed := parseRequest(csr.Spec.Request)
+	if !hasCondition(&csr, certificatesv1.CertificateApproved) {
+		if age := r.opts.Clock.Since(csr.CreationTimestamp.Time); age > r.opts.PendingMaxAge {
+			return r.cleanup(ctx, &csr, r.opts.PendingMaxAge)
+		}
+		approved, result, err := r.decide(ctx, &csr, parsed, ref)
+		if !approved || err != nil {
+			return result, err
+		}
+	}
+	return r.sign(ctx, &csr, parsed, ref)
+}
+
+// decide approves or denies csr, or leaves it pending while its issuer is
+// not Ready. On approval csr is updated in place.
+func (r *Reconciler) decide(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (bool, reconcile.Result, error) {
+	in := policy.Input{
+		DriverUsername:  r.driver,
+		DriverNamespace: r.opts.DriverNamespace,
+		DriverDaemonSet: r.opts.DriverDaemonSet,
+		ClusterDomain:   r.opts.ClusterDomain,
+		TrustDomain:     r.opts.TrustDomain,
+		Issuer:          ref,
+		CSR:             csr,
+		Request:         parsed,
+	}
+	iss, err := r.getIssuer(ctx, ref)
+	if apierrors.IsNotFound(err) {
+		pod, _ := r.getPod(ctx, r.client, csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName])
+		return false, reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, r.deny(ctx, csr, pod, policy.Decision{
+			Reason:  ReasonIssuerNotFound,
+			Message: fmt.Sprintf("%s does not exist; create it or correct the volume's issuer attributes", ref),
+		})
+	}
+	if err != nil {
+		return false, reconcile.Result{}, err
+	}
+	in.Policy = iss.GetSpec().Policy
+
+	if err := r.lookupPods(ctx, r.client, &in); err != nil {
+		return false, reconcile.Result{}, err
+	}
+	d := policy.Decide(in)
+	if !d.Allowed && podDependent(d.Reason) {
+		// The cache may not have seen a pod that was just created or
+		// replaced; ask the API server before denying.
+		if err := r.lookupPods(ctx, r.live, &in); err != nil {
+			return false, reconcile.Result{}, err
+		}
+		d = policy.Decide(in)
+	}
+	if !d.Allowed {
+		return false, reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, r.deny(ctx, csr, in.Pod, d)
+	}
+	if !issuercontroller.IsReady(iss) {
+		log.FromContext(ctx).Info("waiting for issuer to become Ready", "issuer", ref.String())
+		r.event(in.Pod, csr, corev1.EventTypeWarning, ReasonIssuerNotReady, "Wait", "%s is not Ready; the certificate request %s waits for it", ref, csr.Name)
+		return false, reconcile.Result{RequeueAfter: issuerWait}, nil
+	}
+
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type:           certificatesv1.CertificateApproved,
+		Status:         corev1.ConditionTrue,
+		Reason:         d.Reason,
+		Message:        d.Message,
+		LastUpdateTime: metav1.NewTime(r.opts.Clock.Now()),
+	})
+	if err := r.client.SubResource("approval").Update(ctx, csr); err != nil {
+		return false, reconcile.Result{}, fmt.Errorf("approving: %w", err)
+	}
+	r.rememberOwnWrite(csr)
+	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultApproved).Inc()
+	return true, reconcile.Result{}, nil
+}
+
+// podDependent reports whether a denial for reason could be an artefact of a
+// stale pod cache.
+func podDependent(reason string) bool {
+	switch reason {
+	case policy.ReasonDriverPodMismatch, policy.ReasonPodNotFound, policy.ReasonPodUIDMismatch, policy.ReasonNodeMismatch, policy.ReasonPodTerminated:
+		return true
+	}
+	return false
+}
+
+// sign issues the certificate of an approved request.
+func (r *Reconciler) sign(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (reconcile.Result, error) {
+	iss, err := r.getIssuer(ctx, ref)
+	if apierrors.IsNotFound(err) {
+		return r.fail(ctx, csr, ReasonIssuerNotFound, fmt.Sprintf("%s does not exist", ref))
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !issuercontroller.IsReady(iss) {
+		log.FromContext(ctx).Info("approved request waits for issuer to become Ready", "issuer", ref.String())
+		return reconcile.Result{RequeueAfter: issuerWait}, nil
+	}
+	if parsed == nil {
+		return r.fail(ctx, csr, policy.ReasonInvalidRequest, "spec.request is not a valid PEM certificate request")
+	}
+	backend, err := r.opts.Backends.For(iss.GetSpec())
+	if err != nil {
+		return r.fail(ctx, csr, issuercontroller.ReasonNoBackend, err.Error())
+	}
+
+	pol := iss.GetSpec().Policy
+	isCA := policy.RequestsCA(parsed)
+	if isCA && (pol == nil || !pol.AllowCA) {
+		// Only a request approved by someone else gets here: policy denies
+		// these itself.
+		return r.fail(ctx, csr, policy.ReasonCANotAllowed, fmt.Sprintf("%s does not issue CA certificates (policy.allowCA)", ref))
+	}
+
+	start := r.opts.Clock.Now()
+	chain, err := backend.Sign(ctx, iss, issuer.Request{
+		CSR:      parsed,
+		Duration: policy.Duration(csr, pol),
+		Usages:   csr.Spec.Usages,
+		IsCA:     isCA,
+	})
+	metrics.SignDuration.WithLabelValues(csr.Spec.SignerName).Observe(r.opts.Clock.Since(start).Seconds())
+	if err != nil {
+		switch outcome, after := issuer.Classify(err); outcome {
+		case issuer.Fail:
+			return r.fail(ctx, csr, ReasonSigningFailed, err.Error())
+		case issuer.Wait:
+			return reconcile.Result{RequeueAfter: after}, nil
+		case issuer.WaitForIssuer:
+			log.FromContext(ctx).Info("issuer cannot sign yet", "issuer", ref.String(), "reason", err.Error())
+			return reconcile.Result{RequeueAfter: issuerWait}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("signing: %w", err)
+	}
+
+	csr.Status.Certificate = chain
+	if err := r.client.Status().Update(ctx, csr); err != nil {
+		return reconcile.Result{}, fmt.Errorf("writing the certificate: %w", err)
+	}
+	r.rememberOwnWrite(csr)
+	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultSigned).Inc()
+	return reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, nil
+}
+
+func (r *Reconciler) deny(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, pod *corev1.Pod, d policy.Decision) error {
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type:           certificatesv1.CertificateDenied,
+		Status:         corev1.ConditionTrue,
+		Reason:         d.Reason,
+		Message:        d.Message,
+		LastUpdateTime: metav1.NewTime(r.opts.Clock.Now()),
+	})
+	if err := r.client.SubResource("approval").Update(ctx, csr); err != nil {
+		return fmt.Errorf("denying: %w", err)
+	}
+	r.rememberOwnWrite(csr)
+	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultDenied).Inc()
+	log.FromContext(ctx).Info("denied certificate request", "reason", d.Reason, "message", d.Message)
+	r.event(pod, csr, corev1.EventTypeWarning, d.Reason, "Deny", "certificate request %s denied: %s", csr.Name, d.Message)
+	return nil
+}
+
+func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, reason, message string) (reconcile.Result, error) {
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type:           certificatesv1.CertificateFailed,
+		Status:         corev1.ConditionTrue,
+		Reason:         reason,
+		Message:        message,
+		LastUpdateTime: metav1.NewTime(r.opts.Clock.Now()),
+	})
+	if err := r.client.Status().Update(ctx, csr); err != nil {
+		return reconcile.Result{}, fmt.Errorf("marking the request failed: %w", err)
+	}
+	r.rememberOwnWrite(csr)
+	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultFailed).Inc()
+	log.FromContext(ctx).Info("signing failed", "reason", reason, "message", message)
+	pod, _ := r.getPod(ctx, r.client, csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName])
+	r.event(pod, csr, corev1.EventTypeWarning, reason, "Sign", "signing certificate request %s failed: %s", csr.Name, message)
+	return reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, nil
+}
+
+// cleanup deletes csr once it has been finished (or pending) for longer
+// than grace, and otherwise comes back when it will have been.
+func (r *Reconciler) cleanup(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, grace time.Duration) (reconcile.Result, error) {
+	if wait := lastChange(csr).Add(grace).Sub(r.opts.Clock.Now()); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	err := r.client.Delete(ctx, csr, client.Preconditions{UID: &csr.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("deleting: %w", err)
+	}
+	log.FromContext(ctx).V(1).Info("deleted finished certificate request", "name", csr.Name)
+	return reconcile.Result{}, nil
+}
+
+// event records an Event on pod about csr; without a pod there is no one to
+// tell but the log. The pod is whatever the request's annotations name, so
+// it must be the driver's request and the pod on the node the API server
+// stamped on it: otherwise a compromised node, or any other requester, could
+// write Events on pods it has nothing to do with.
+func (r *Reconciler) event(pod *corev1.Pod, csr *certificatesv1.CertificateSigningRequest, eventType, reason, action, note string, args ...any) {
+	if !mayTell(pod, csr, r.driver) {
+		return
+	}
+	r.recorder.Eventf(pod, csr, eventType, reason, action, note, args...)
+}
+
+// mayTell reports whether an Event about csr may be recorded on pod.
+func mayTell(pod *corev1.Pod, csr *certificatesv1.CertificateSigningRequest, driver string) bool {
+	if pod == nil || csr.Spec.Username != driver {
+		return false
+	}
+	node := csr.Spec.Extra[request.ExtraNodeName]
+	return len(node) == 1 && node[0] != "" && pod.Spec.NodeName == node[0]
+}
+
+func (r *Reconciler) getIssuer(ctx context.Context, ref request.IssuerRef) (v1alpha1.GenericIssuer, error) {
+	var iss v1alpha1.GenericIssuer = &v1alpha1.Issuer{}
+	if ref.Kind == request.KindClusterIssuer {
+		iss = &v1alpha1.ClusterIssuer{}
+	}
+	return iss, r.client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, iss)
+}
+
+// lookupPods fills in.Pod and in.DriverPod from reader; a pod that does
+// not exist is left nil.
+func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *policy.Input) error {
+	var err error
+	csr := in.CSR
+	if in.Pod, err = r.getPod(ctx, reader, csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName]); err != nil {
+		return err
+	}
+	if v := csr.Spec.Extra[request.ExtraPodName]; len(v) == 1 {
+		if in.DriverPod, err = r.getPod(ctx, reader, r.opts.DriverNamespace, v[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Reconciler) getPod(ctx context.Context, reader client.Reader, namespace, name string) (*corev1.Pod, error) {
+	if namespace == "" || name == "" {
+		return nil, nil
+	}
+	var pod corev1.Pod
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+	}
+	return &pod, nil
+}
+
+func (r *Reconciler) rememberOwnWrite(csr *certificatesv1.CertificateSigningRequest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ownWrites[csr.Name] = ownWrite{uid: csr.UID, resourceVersion: csr.ResourceVersion, until: r.opts.Clock.Now().Add(ownWriteWait)}
+}
+
+// behindOwnWrite returns how long to wait when the cached csr predates this
+// controller's last write to it. The watch event of that write requeues the
+// request sooner; the wait only bounds a missed event.
+func (r *Reconciler) behindOwnWrite(csr *certificatesv1.CertificateSigningRequest) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.ownWrites[csr.Name]
+	if !ok {
+		return 0
+	}
+	if wait := w.until.Sub(r.opts.Clock.Now()); w.uid == csr.UID && w.resourceVersion != csr.ResourceVersion && wait > 0 {
+		return wait
+	}
+	delete(r.ownWrites, csr.Name)
+	return 0
+}
+
+// forgetOwnWrite drops the entry of a request that is gone.
+func (r *Reconciler) forgetOwnWrite(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.ownWrites, name)
+}
+
+func parseRequest(data []byte) *x509.CertificateRequest {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || req.CheckSignature() != nil {
+		return nil
+	}
+	return req
+}
+
+func hasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {
+	return slices.ContainsFunc(csr.Status.Conditions, func(c certificatesv1.CertificateSigningRequestCondition) bool {
+		return c.Type == t && c.Status == corev1.ConditionTrue
+	})
+}
+
+func finished(csr *certificatesv1.CertificateSigningRequest) bool {
+	return len(csr.Status.Certificate) > 0 ||
+		hasCondition(csr, certificatesv1.CertificateDenied) ||
+		hasCondition(csr, certificatesv1.CertificateFailed)
+}
+
+// lastChange is when csr last changed state, as its conditions record.
+func lastChange(csr *certificatesv1.CertificateSigningRequest) time.Time {
+	t := csr.CreationTimestamp.Time
+	for _, c := range csr.Status.Conditions {
+		if c.LastUpdateTime.After(t) {
+			t = c.LastUpdateTime.Time
+		}
+	}
+	return t
+}

@@ -1,0 +1,366 @@
+// Package ca signs with a CA key pair kept in a kubernetes.io/tls Secret.
+// The KeyPair type is also what the selfsigned backend signs with.
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/issuer"
+)
+
+// Backdate is how far before "now" certificates start, so a relying party
+// whose clock is a little behind still accepts them.
+const Backdate = 5 * time.Minute
+
+// minRemaining is the shortest lifetime worth issuing: a certificate that
+// the CA's expiry would clamp below this is refused and the issuer reported
+// not ready, since renewing it would be due at once.
+const minRemaining = 10 * time.Minute
+
+// KeyPair is a CA certificate with its private key, checked to belong
+// together and to be a CA.
+type KeyPair struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// chain is the PEM appended after every leaf: the CA certificate and
+	// the intermediates above it, without any self-signed root.
+	chain []byte
+	// trustBundle is the PEM of the root(s) relying parties should trust.
+	trustBundle []byte
+}
+
+// TrustBundle returns the PEM of the CA certificates relying parties should
+// trust: ca.crt when the Secret has one, else the self-signed certificates of
+// tls.crt, else the last certificate of tls.crt.
+func (kp *KeyPair) TrustBundle() []byte { return kp.trustBundle }
+
+// ParseKeyPair checks the tls.crt, tls.key and optional ca.crt of a Secret.
+// Problems are *issuer.NotReadyError naming secretRef and what to fix.
+func ParseKeyPair(secretRef string, data map[string][]byte) (*KeyPair, error) {
+	notReady := func(reason, format string, args ...any) error {
+		return &issuer.NotReadyError{Reason: reason, Message: fmt.Sprintf("Secret %s ", secretRef) + fmt.Sprintf(format, args...)}
+	}
+	certPEM, keyPEM := data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey]
+	if len(certPEM) == 0 {
+		return nil, notReady(v1alpha1.ReasonInvalidSecret, "has no %s", corev1.TLSCertKey)
+	}
+	if len(keyPEM) == 0 {
+		return nil, notReady(v1alpha1.ReasonInvalidSecret, "has no %s", corev1.TLSPrivateKeyKey)
+	}
+	certs, err := parseCertificates(certPEM)
+	if err != nil {
+		return nil, notReady(v1alpha1.ReasonInvalidSecret, "%s: %v", corev1.TLSCertKey, err)
+	}
+	key, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, notReady(v1alpha1.ReasonInvalidSecret, "%s: %v", corev1.TLSPrivateKeyKey, err)
+	}
+	caCert := certs[0]
+	if !publicKeysEqual(caCert.PublicKey, key.Public()) {
+		return nil, notReady(v1alpha1.ReasonKeyMismatch, "%s does not hold the private key of the first certificate in %s (%s)", corev1.TLSPrivateKeyKey, corev1.TLSCertKey, caCert.Subject)
+	}
+	if !caCert.BasicConstraintsValid || !caCert.IsCA {
+		return nil, notReady(v1alpha1.ReasonNotCA, "holds a certificate that is not a CA (%s has no basicConstraints CA:TRUE)", caCert.Subject)
+	}
+	if caCert.KeyUsage != 0 && caCert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, notReady(v1alpha1.ReasonNotCA, "holds a CA certificate (%s) whose key usage does not include certificate signing", caCert.Subject)
+	}
+
+	kp := &KeyPair{Cert: caCert, Key: key}
+	var roots []*x509.Certificate
+	for _, c := range certs {
+		if isSelfSigned(c) {
+			roots = append(roots, c)
+			continue
+		}
+		kp.chain = append(kp.chain, encodeCert(c)...)
+	}
+	switch {
+	case len(data[corev1.ServiceAccountRootCAKey]) > 0:
+		bundle, err := parseCertificates(data[corev1.ServiceAccountRootCAKey])
+		if err != nil {
+			return nil, notReady(v1alpha1.ReasonInvalidSecret, "%s: %v", corev1.ServiceAccountRootCAKey, err)
+		}
+		for _, c := range bundle {
+			kp.trustBundle = append(kp.trustBundle, encodeCert(c)...)
+		}
+	case len(roots) > 0:
+		for _, c := range roots {
+			kp.trustBundle = append(kp.trustBundle, encodeCert(c)...)
+		}
+	default:
+		kp.trustBundle = encodeCert(certs[len(certs)-1])
+	}
+	return kp, nil
+}
+
+// CheckValidity reports a *issuer.NotReadyError when the CA cannot issue at
+// now: not yet valid, expired, or expiring within minRemaining.
+func (kp *KeyPair) CheckValidity(now time.Time) error {
+	switch {
+	case now.Before(kp.Cert.NotBefore):
+		return &issuer.NotReadyError{Reason: v1alpha1.ReasonCANotYetValid, Message: fmt.Sprintf("CA certificate %s is not valid until %s", kp.Cert.Subject, kp.Cert.NotBefore.UTC().Format(time.RFC3339))}
+	case !now.Add(minRemaining).Before(kp.Cert.NotAfter):
+		return &issuer.NotReadyError{Reason: v1alpha1.ReasonCAExpired, Message: fmt.Sprintf("CA certificate %s expired or expires within %s (notAfter %s); renew it", kp.Cert.Subject, minRemaining, kp.Cert.NotAfter.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// RecheckAt is when CheckValidity's answer changes by itself.
+func (kp *KeyPair) RecheckAt(now time.Time) time.Time {
+	if now.Before(kp.Cert.NotBefore) {
+		return kp.Cert.NotBefore
+	}
+	return kp.Cert.NotAfter.Add(-minRemaining)
+}
+
+// Sign issues a certificate for req at now and returns the leaf followed by
+// the CA's chain, PEM-encoded. The lifetime runs from now-Backdate (never
+// before the CA's NotBefore) to now+req.Duration, clamped to the CA's
+// NotAfter. The subject and SANs are the request's, as policy approved them.
+func (kp *KeyPair) Sign(now time.Time, req issuer.Request) ([]byte, error) {
+	if err := kp.CheckValidity(now); err != nil {
+		return nil, err
+	}
+	if req.CSR == nil {
+		return nil, issuer.Permanentf("no certificate request to sign")
+	}
+	keyUsage, extKeyUsage, err := x509Usages(req.Usages)
+	if err != nil {
+		return nil, &issuer.PermanentError{Err: err}
+	}
+	if req.Duration <= 0 {
+		return nil, issuer.Permanentf("requested duration %s is not positive", req.Duration)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, fmt.Errorf("generating serial number: %w", err)
+	}
+	notBefore := now.Add(-Backdate)
+	if notBefore.Before(kp.Cert.NotBefore) {
+		notBefore = kp.Cert.NotBefore
+	}
+	notAfter := now.Add(req.Duration)
+	if notAfter.After(kp.Cert.NotAfter) {
+		notAfter = kp.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		// Verbatim, so a subject the driver encoded (literal subjects, any
+		// attribute order) comes back exactly as it asked.
+		RawSubject:            req.CSR.RawSubject,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              keyUsage,
+		ExtKeyUsage:           extKeyUsage,
+		BasicConstraintsValid: true,
+		IsCA:                  req.IsCA,
+		// A CA issued to a pod signs leaves, never further CAs.
+		MaxPathLenZero: req.IsCA,
+		DNSNames:       req.CSR.DNSNames,
+		URIs:           req.CSR.URIs,
+		IPAddresses:    req.CSR.IPAddresses,
+		EmailAddresses: req.CSR.EmailAddresses,
+	}
+	if req.IsCA {
+		constrainNames(tmpl, req.CSR)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, kp.Cert, req.CSR.PublicKey, kp.Key)
+	if err != nil {
+		return nil, issuer.Permanentf("signing: %w", err)
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return append(out, kp.chain...), nil
+}
+
+// constrainNames limits a CA issued to a pod to the names policy approved
+// for it: without name constraints it could sign a leaf for any name the
+// issuer's relying parties trust. DNS constraints permit the approved names
+// and their subdomains (a wildcard name permits its parent domain); URI
+// constraints can only name hosts, so the CA may sign any URI on the
+// approved URIs' hosts. A kind of name with nothing approved, and IP
+// addresses and email addresses, which policy never approves, are excluded
+// outright: an empty constraint matches every name. Critical, so a verifier
+// that does not understand the constraints rejects the chain rather than
+// ignore them.
+func constrainNames(tmpl *x509.Certificate, csr *x509.CertificateRequest) {
+	tmpl.PermittedDNSDomainsCritical = true
+	var domains []string
+	for _, n := range csr.DNSNames {
+		domains = append(domains, strings.TrimPrefix(strings.ToLower(n), "*."))
+	}
+	if domains = uniqueSorted(domains); len(domains) > 0 {
+		tmpl.PermittedDNSDomains = domains
+	} else {
+		tmpl.ExcludedDNSDomains = []string{""}
+	}
+	var hosts []string
+	for _, u := range csr.URIs {
+		hosts = append(hosts, strings.ToLower(u.Hostname()))
+	}
+	if hosts = uniqueSorted(hosts); len(hosts) > 0 {
+		tmpl.PermittedURIDomains = hosts
+	} else {
+		tmpl.ExcludedURIDomains = []string{""}
+	}
+	tmpl.ExcludedIPRanges = []*net.IPNet{
+		{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+	}
+	tmpl.ExcludedEmailAddresses = []string{""}
+}
+
+func uniqueSorted(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// randomSerial returns a positive 128-bit serial number, so serials are
+// unpredictable and collisions between replicas or restarts are negligible.
+func randomSerial() (*big.Int, error) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 128)
+	for {
+		n, err := rand.Int(rand.Reader, limit)
+		if err != nil {
+			return nil, err
+		}
+		if n.Sign() > 0 {
+			return n, nil
+		}
+	}
+}
+
+var keyUsages = map[certificatesv1.KeyUsage]x509.KeyUsage{
+	certificatesv1.UsageSigning:           x509.KeyUsageDigitalSignature,
+	certificatesv1.UsageDigitalSignature:  x509.KeyUsageDigitalSignature,
+	certificatesv1.UsageContentCommitment: x509.KeyUsageContentCommitment,
+	certificatesv1.UsageKeyEncipherment:   x509.KeyUsageKeyEncipherment,
+	certificatesv1.UsageKeyAgreement:      x509.KeyUsageKeyAgreement,
+	certificatesv1.UsageDataEncipherment:  x509.KeyUsageDataEncipherment,
+	certificatesv1.UsageCertSign:          x509.KeyUsageCertSign,
+	certificatesv1.UsageCRLSign:           x509.KeyUsageCRLSign,
+	certificatesv1.UsageEncipherOnly:      x509.KeyUsageEncipherOnly,
+	certificatesv1.UsageDecipherOnly:      x509.KeyUsageDecipherOnly,
+}
+
+var extKeyUsages = map[certificatesv1.KeyUsage]x509.ExtKeyUsage{
+	certificatesv1.UsageAny:             x509.ExtKeyUsageAny,
+	certificatesv1.UsageServerAuth:      x509.ExtKeyUsageServerAuth,
+	certificatesv1.UsageClientAuth:      x509.ExtKeyUsageClientAuth,
+	certificatesv1.UsageCodeSigning:     x509.ExtKeyUsageCodeSigning,
+	certificatesv1.UsageEmailProtection: x509.ExtKeyUsageEmailProtection,
+	certificatesv1.UsageSMIME:           x509.ExtKeyUsageEmailProtection,
+	certificatesv1.UsageIPsecEndSystem:  x509.ExtKeyUsageIPSECEndSystem,
+	certificatesv1.UsageIPsecTunnel:     x509.ExtKeyUsageIPSECTunnel,
+	certificatesv1.UsageIPsecUser:       x509.ExtKeyUsageIPSECUser,
+	certificatesv1.UsageTimestamping:    x509.ExtKeyUsageTimeStamping,
+	certificatesv1.UsageOCSPSigning:     x509.ExtKeyUsageOCSPSigning,
+	certificatesv1.UsageMicrosoftSGC:    x509.ExtKeyUsageMicrosoftServerGatedCrypto,
+	certificatesv1.UsageNetscapeSGC:     x509.ExtKeyUsageNetscapeServerGatedCrypto,
+}
+
+func x509Usages(usages []certificatesv1.KeyUsage) (x509.KeyUsage, []x509.ExtKeyUsage, error) {
+	var ku x509.KeyUsage
+	var eku []x509.ExtKeyUsage
+	for _, u := range usages {
+		if k, ok := keyUsages[u]; ok {
+			ku |= k
+			continue
+		}
+		if e, ok := extKeyUsages[u]; ok {
+			eku = append(eku, e)
+			continue
+		}
+		return 0, nil, fmt.Errorf("unknown key usage %q", u)
+	}
+	return ku, eku, nil
+}
+
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM private key found")
+		}
+		var key any
+		var err error
+		switch block.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", block.Type, err)
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("unsupported private key type %T", key)
+		}
+		return signer, nil
+	}
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	switch a.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+		e, ok := a.(equaler)
+		return ok && e.Equal(b)
+	}
+	return false
+}
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+}
+
+func encodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}

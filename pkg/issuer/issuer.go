@@ -1,0 +1,154 @@
+// Package issuer is the seam between the controller and the signing
+// backends. A Backend checks whether an issuer can sign and signs approved
+// requests; its errors say whether to wait, retry, or give up, and Classify
+// is the one place that reads them.
+package issuer
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/request"
+)
+
+// Request is an approved request, already checked against the issuer's
+// policy; backends sign what it says.
+type Request struct {
+	// CSR is the parsed request; its signature has been checked.
+	CSR *x509.CertificateRequest
+	// Duration is the lifetime asked for. Backends may shorten it (never
+	// beyond their CA's own expiry) but never lengthen it.
+	Duration time.Duration
+	Usages   []certificatesv1.KeyUsage
+	// IsCA issues a CA certificate that may sign leaves only.
+	IsCA bool
+}
+
+// Status is an issuer's readiness as a backend sees it.
+type Status struct {
+	Ready bool
+	// Reason is a CamelCase word and Message a sentence saying what to fix
+	// when Ready is false.
+	Reason  string
+	Message string
+	// TrustBundle is the PEM of the CA certificates relying parties should
+	// trust; empty when not ready.
+	TrustBundle []byte
+	// RecheckAt is when readiness changes by itself (the CA expires or
+	// becomes valid); zero when it never does.
+	RecheckAt time.Time
+}
+
+// Backend is one kind of issuer. Both methods are called concurrently for
+// many issuers and must not keep per-call state outside the issuer's own key.
+type Backend interface {
+	// Ready checks the issuer's configuration and key material. An error
+	// means the check could not be made (e.g. the API server was
+	// unreachable) and should be retried; a problem the user must fix is a
+	// Status with Ready false.
+	Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (Status, error)
+	// Sign issues a certificate and returns the PEM chain: the leaf first,
+	// then the intermediates, without the root. Errors are *PendingError,
+	// *PermanentError or *NotReadyError; any other error is retried.
+	Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req Request) ([]byte, error)
+}
+
+// RefFor names iss the way signer names do.
+func RefFor(iss v1alpha1.GenericIssuer) request.IssuerRef {
+	if iss.GetNamespace() == "" {
+		return request.IssuerRef{Kind: request.KindClusterIssuer, Name: iss.GetName()}
+	}
+	return request.IssuerRef{Kind: request.KindIssuer, Namespace: iss.GetNamespace(), Name: iss.GetName()}
+}
+
+// Backends holds one Backend per kind of issuer spec.
+type Backends struct {
+	SelfSigned Backend
+	CA         Backend
+}
+
+// For returns the backend an issuer spec selects.
+func (b Backends) For(spec *v1alpha1.IssuerSpec) (Backend, error) {
+	switch {
+	case spec.SelfSigned != nil && b.SelfSigned != nil:
+		return b.SelfSigned, nil
+	case spec.CA != nil && b.CA != nil:
+		return b.CA, nil
+	}
+	return nil, errors.New("the spec sets no backend this controller supports")
+}
+
+// PendingError means the backend is working on the request and the same call
+// will succeed or fail for good later.
+type PendingError struct {
+	Err        error
+	RetryAfter time.Duration
+}
+
+func (e *PendingError) Error() string { return e.Err.Error() }
+func (e *PendingError) Unwrap() error { return e.Err }
+
+// PermanentError means retrying the same request cannot succeed.
+type PermanentError struct {
+	Err error
+}
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// NotReadyError means the issuer cannot sign anything right now; requests
+// wait until it is Ready again.
+type NotReadyError struct {
+	Reason  string
+	Message string
+}
+
+func (e *NotReadyError) Error() string { return fmt.Sprintf("issuer not ready: %s", e.Message) }
+
+// Permanentf builds a *PermanentError.
+func Permanentf(format string, args ...any) error {
+	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+// Outcome is what the caller should do after a failed Sign.
+type Outcome int
+
+const (
+	// Retry with backoff: a transient failure.
+	Retry Outcome = iota
+	// Wait for the returned delay, then call again.
+	Wait
+	// Fail the request for good.
+	Fail
+	// WaitForIssuer until the issuer is Ready again.
+	WaitForIssuer
+)
+
+// defaultPendingDelay is used when a backend reports pending without a delay.
+const defaultPendingDelay = 5 * time.Second
+
+// Classify says what to do about an error from Sign, and after how long for
+// Wait.
+func Classify(err error) (Outcome, time.Duration) {
+	var pending *PendingError
+	var permanent *PermanentError
+	var notReady *NotReadyError
+	switch {
+	case errors.As(err, &pending):
+		if pending.RetryAfter <= 0 {
+			return Wait, defaultPendingDelay
+		}
+		return Wait, pending.RetryAfter
+	case errors.As(err, &permanent):
+		return Fail, 0
+	case errors.As(err, &notReady):
+		return WaitForIssuer, 0
+	}
+	return Retry, 0
+}

@@ -1,0 +1,478 @@
+package policy
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/request"
+)
+
+const driverUser = "system:serviceaccount:certmint:certmint-driver"
+
+var (
+	keysOnce sync.Once
+	keys     map[string]crypto.Signer
+)
+
+// testKey returns one key per kind for the whole test run: RSA generation is
+// slow enough to matter in a table.
+func testKey(t *testing.T, kind string) crypto.Signer {
+	t.Helper()
+	keysOnce.Do(func() {
+		keys = map[string]crypto.Signer{}
+		p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		rsa2048, _ := rsa.GenerateKey(rand.Reader, 2048)
+		_, ed, _ := ed25519.GenerateKey(rand.Reader)
+		keys["p256"], keys["p384"], keys["rsa2048"], keys["ed25519"] = p256, p384, rsa2048, ed
+	})
+	return keys[kind]
+}
+
+func csrFor(t *testing.T, key crypto.Signer, tmpl *x509.CertificateRequest) *x509.CertificateRequest {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// validInput is a request the default policy approves: the driver on node-a
+// asks for web's SPIFFE ID and Service name, web being on node-a.
+func validInput(t *testing.T) Input {
+	spiffe, _ := url.Parse("spiffe://cluster.local/ns/default/sa/web-sa")
+	return Input{
+		DriverUsername:  driverUser,
+		DriverNamespace: "certmint",
+		DriverDaemonSet: "certmint-driver",
+		ClusterDomain:   "cluster.local",
+		TrustDomain:     "cluster.local",
+		Issuer:          request.IssuerRef{Kind: request.KindIssuer, Namespace: "default", Name: "ca"},
+		CSR: &certificatesv1.CertificateSigningRequest{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        "csr-1",
+				Labels:      map[string]string{request.LabelManagedBy: request.DriverName, request.LabelNode: "node-a", request.LabelPodUID: "pod-uid"},
+				Annotations: map[string]string{request.AnnotationPodNamespace: "default", request.AnnotationPodName: "web-0"},
+			},
+			Spec: certificatesv1.CertificateSigningRequestSpec{
+				SignerName:        "issuers.certmint.io/default.ca",
+				Username:          driverUser,
+				ExpirationSeconds: ptr.To[int32](3600),
+				Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth},
+				Extra: map[string]certificatesv1.ExtraValue{
+					request.ExtraNodeName: {"node-a"},
+					request.ExtraPodName:  {"driver-a"},
+					request.ExtraPodUID:   {"driver-uid"},
+				},
+			},
+		},
+		Request: csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{
+			DNSNames: []string{"web-sa.default.svc", "web-sa.default.svc.cluster.local"},
+			URIs:     []*url.URL{spiffe},
+		}),
+		Pod: &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0", UID: "pod-uid"},
+			Spec:       corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "web-sa"},
+			Status:     corev1.PodStatus{Phase: corev1.PodPending},
+		},
+		DriverPod: &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "certmint", Name: "driver-a", UID: "driver-uid",
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "certmint-driver", UID: "ds-uid", Controller: ptr.To(true)}}},
+			Spec: corev1.PodSpec{NodeName: "node-a"},
+		},
+	}
+}
+
+// rawSubject encodes one RDN per attribute, in the order given.
+func rawSubject(t *testing.T, atvs ...pkix.AttributeTypeAndValue) []byte {
+	t.Helper()
+	var seq pkix.RDNSequence
+	for _, atv := range atvs {
+		seq = append(seq, pkix.RelativeDistinguishedNameSET{atv})
+	}
+	raw, err := asn1.Marshal(seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestDecide(t *testing.T) {
+	withNames := func(cn string, dns []string, uris ...string) func(*testing.T, *Input) {
+		return func(t *testing.T, in *Input) {
+			tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}
+			for _, u := range uris {
+				parsed, err := url.Parse(u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tmpl.URIs = append(tmpl.URIs, parsed)
+			}
+			in.Request = csrFor(t, testKey(t, "p256"), tmpl)
+		}
+	}
+	withKey := func(kind string) func(*testing.T, *Input) {
+		return func(t *testing.T, in *Input) {
+			in.Request = csrFor(t, testKey(t, kind), &x509.CertificateRequest{DNSNames: []string{"web-sa.default.svc"}})
+		}
+	}
+	tests := []struct {
+		name        string
+		modify      func(*testing.T, *Input)
+		wantReason  string // empty: allowed
+		wantMessage string
+	}{
+		// Node binding.
+		{name: "the driver on the pod's node is approved", modify: func(*testing.T, *Input) {}},
+		{name: "a requester other than the driver is denied", wantReason: ReasonNotDriver, wantMessage: "came from system:serviceaccount:default:evil",
+			modify: func(_ *testing.T, in *Input) { in.CSR.Spec.Username = "system:serviceaccount:default:evil" }},
+		{name: "a request without a pod-bound token is denied", wantReason: ReasonNotPodBound,
+			modify: func(_ *testing.T, in *Input) { delete(in.CSR.Spec.Extra, request.ExtraNodeName) }},
+		{name: "a request whose driver pod is gone is denied", wantReason: ReasonDriverPodMismatch, wantMessage: "no longer exists",
+			modify: func(_ *testing.T, in *Input) { in.DriverPod = nil }},
+		{name: "a request whose driver pod was replaced is denied", wantReason: ReasonDriverPodMismatch, wantMessage: "replaced",
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.UID = "other" }},
+		{name: "a request whose driver pod runs on another node is denied", wantReason: ReasonDriverPodMismatch, wantMessage: `runs on node "node-b"`,
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.Spec.NodeName = "node-b" }},
+		{name: "a request whose driver pod is being deleted is denied", wantReason: ReasonDriverPodMismatch, wantMessage: "being deleted",
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.DeletionTimestamp = ptr.To(metav1.Now()) }},
+		{name: "a pod of the driver's ServiceAccount outside its DaemonSet is denied", wantReason: ReasonNotDriver, wantMessage: "not a pod of DaemonSet certmint/certmint-driver",
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences = nil }},
+		{name: "a driver pod of another DaemonSet is denied", wantReason: ReasonNotDriver,
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences[0].Name = "other" }},
+		{name: "a driver pod that only refers to the DaemonSet without being controlled by it is denied", wantReason: ReasonNotDriver,
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences[0].Controller = nil }},
+		{name: "a driver pod controlled by a DaemonSet of another API group is denied", wantReason: ReasonNotDriver,
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences[0].APIVersion = "example.com/v1" }},
+		{name: "a request that names no pod is denied", wantReason: ReasonMissingPodRef,
+			modify: func(_ *testing.T, in *Input) { delete(in.CSR.Labels, request.LabelPodUID) }},
+		{name: "a request labelled for another node is denied", wantReason: ReasonNodeMismatch, wantMessage: `labelled for node "node-b"`,
+			modify: func(_ *testing.T, in *Input) { in.CSR.Labels[request.LabelNode] = "node-b" }},
+		{name: "a request for a missing pod is denied", wantReason: ReasonPodNotFound, wantMessage: "pod default/web-0 does not exist",
+			modify: func(_ *testing.T, in *Input) { in.Pod = nil }},
+		{name: "a request for a replaced pod is denied", wantReason: ReasonPodUIDMismatch,
+			modify: func(_ *testing.T, in *Input) { in.Pod.UID = "new-uid" }},
+		{name: "a request for a pod on another node is denied", wantReason: ReasonNodeMismatch,
+			wantMessage: `pod default/web-0 is on node "node-b" but the request came from the driver on node "node-a"`,
+			modify:      func(_ *testing.T, in *Input) { in.Pod.Spec.NodeName = "node-b" }},
+		{name: "a request for a terminated pod is denied", wantReason: ReasonPodTerminated,
+			modify: func(_ *testing.T, in *Input) { in.Pod.Status.Phase = corev1.PodSucceeded }},
+		{name: "a request for a pod being deleted is denied", wantReason: ReasonPodTerminated, wantMessage: "being deleted",
+			modify: func(_ *testing.T, in *Input) { in.Pod.DeletionTimestamp = ptr.To(metav1.Now()) }},
+		{name: "a namespaced Issuer denies pods of other namespaces", wantReason: ReasonWrongNamespace,
+			modify: func(_ *testing.T, in *Input) { in.Issuer.Namespace = "other" }},
+		{name: "a ClusterIssuer serves pods of any namespace",
+			modify: func(_ *testing.T, in *Input) {
+				in.Issuer = request.IssuerRef{Kind: request.KindClusterIssuer, Name: "ca"}
+			}},
+
+		// Request contents.
+		{name: "an unparseable request is denied", wantReason: ReasonInvalidRequest,
+			modify: func(_ *testing.T, in *Input) { in.Request = nil }},
+		{name: "a request with basicConstraints CA:TRUE is denied", wantReason: ReasonCANotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				value, err := asn1.Marshal(struct{ IsCA bool }{true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{
+					DNSNames:        []string{"web-sa.default.svc"},
+					ExtraExtensions: []pkix.Extension{{Id: oidBasicConstraints, Critical: true, Value: value}},
+				})
+			}},
+		{name: "a CA request is allowed when the policy allows CA certificates",
+			modify: func(t *testing.T, in *Input) {
+				value, err := asn1.Marshal(struct{ IsCA bool }{true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{
+					DNSNames:        []string{"web-sa.default.svc"},
+					ExtraExtensions: []pkix.Extension{{Id: oidBasicConstraints, Critical: true, Value: value}},
+				})
+				in.CSR.Spec.Usages = append(in.CSR.Spec.Usages, certificatesv1.UsageCertSign)
+				in.Policy = &v1alpha1.Policy{AllowCA: true}
+			}},
+		{name: "a request with usage cert sign is denied", wantReason: ReasonCANotAllowed,
+			modify: func(_ *testing.T, in *Input) {
+				in.CSR.Spec.Usages = append(in.CSR.Spec.Usages, certificatesv1.UsageCertSign)
+			}},
+		{name: "a request with a usage outside the allowed set is denied", wantReason: ReasonUsageNotAllowed, wantMessage: `"code signing"`,
+			modify: func(_ *testing.T, in *Input) {
+				in.CSR.Spec.Usages = []certificatesv1.KeyUsage{certificatesv1.UsageCodeSigning}
+			}},
+		{name: "an RSA 2048 key is allowed by default", modify: withKey("rsa2048")},
+		{name: "an Ed25519 key is allowed by default", modify: withKey("ed25519")},
+		{name: "a key type the policy leaves out is denied", wantReason: ReasonKeyTypeNotAllowed, wantMessage: "key Ed25519 is not allowed; allowed: ECDSA (256 bits or more)",
+			modify: func(t *testing.T, in *Input) {
+				withKey("ed25519")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedKeyTypes: []v1alpha1.KeyType{{Algorithm: v1alpha1.KeyAlgorithmECDSA}}}
+			}},
+		{name: "a key below the policy's minimum size is denied", wantReason: ReasonKeyTypeNotAllowed, wantMessage: "key ECDSA 256 is not allowed",
+			modify: func(_ *testing.T, in *Input) {
+				in.Policy = &v1alpha1.Policy{AllowedKeyTypes: []v1alpha1.KeyType{{Algorithm: v1alpha1.KeyAlgorithmECDSA, MinSize: ptr.To[int32](384)}}}
+			}},
+		{name: "a key at the policy's minimum size is allowed",
+			modify: func(t *testing.T, in *Input) {
+				withKey("p384")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedKeyTypes: []v1alpha1.KeyType{{Algorithm: v1alpha1.KeyAlgorithmECDSA, MinSize: ptr.To[int32](384)}}}
+			}},
+		{name: "a duration over the default maximum is denied", wantReason: ReasonDurationTooLong,
+			modify: func(_ *testing.T, in *Input) {
+				in.CSR.Spec.ExpirationSeconds = ptr.To(int32((DefaultMaxDuration + time.Second) / time.Second))
+			}},
+		{name: "a duration over the policy's maximum is denied", wantReason: ReasonDurationTooLong, wantMessage: "ask for 1h0m0s or less",
+			modify: func(_ *testing.T, in *Input) {
+				in.CSR.Spec.ExpirationSeconds = ptr.To[int32](7200)
+				in.Policy = &v1alpha1.Policy{MaxDuration: &metav1.Duration{Duration: time.Hour}}
+			}},
+		{name: "a duration within a widened maximum is allowed",
+			modify: func(_ *testing.T, in *Input) {
+				in.CSR.Spec.ExpirationSeconds = ptr.To(int32(90 * 24 * 3600))
+				in.Policy = &v1alpha1.Policy{MaxDuration: &metav1.Duration{Duration: 90 * 24 * time.Hour}}
+			}},
+		{name: "an IP address SAN is denied", wantReason: ReasonIPAddressForbidden,
+			modify: func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}})
+			}},
+		{name: "an email SAN is denied", wantReason: ReasonEmailForbidden,
+			modify: func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{EmailAddresses: []string{"a@example.com"}})
+			}},
+		{name: "a subject with two common names is denied", wantReason: ReasonSubjectNotAllowed, wantMessage: "2 common names",
+			modify: func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{RawSubject: rawSubject(t,
+					pkix.AttributeTypeAndValue{Type: oidCommonName, Value: "admin"},
+					pkix.AttributeTypeAndValue{Type: oidCommonName, Value: "web-0"})})
+			}},
+		{name: "two common names in one RDN are denied too", wantReason: ReasonSubjectNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				raw, err := asn1.Marshal(pkix.RDNSequence{{{Type: oidCommonName, Value: "web-0"}, {Type: oidCommonName, Value: "admin"}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{RawSubject: raw})
+			}},
+		{name: "an emailAddress in the subject is denied", wantReason: ReasonEmailForbidden, wantMessage: "emailAddress",
+			modify: func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{RawSubject: rawSubject(t,
+					pkix.AttributeTypeAndValue{Type: oidEmailAddress, Value: "ceo@example.com"},
+					pkix.AttributeTypeAndValue{Type: oidCommonName, Value: "web-0"})})
+			}},
+		{name: "a request naming nothing is denied", wantReason: ReasonNoIdentity, modify: withNames("", nil)},
+
+		// Names under the default policy.
+		{name: "the pod's own name is allowed", modify: withNames("web-0", []string{"web-0", "web-0.default"})},
+		{name: "another pod's Service name is denied", wantReason: ReasonNameNotAllowed, wantMessage: `DNS name "db.default.svc" is not allowed for pod default/web-0`,
+			modify: withNames("", []string{"db.default.svc"})},
+		{name: "the ServiceAccount's name in another namespace is denied", wantReason: ReasonNameNotAllowed,
+			modify: withNames("", []string{"web-sa.kube-system.svc"})},
+		{name: "another ServiceAccount's SPIFFE ID is denied", wantReason: ReasonNameNotAllowed, wantMessage: "spiffe://cluster.local/ns/default/sa/admin",
+			modify: withNames("", nil, "spiffe://cluster.local/ns/default/sa/admin")},
+		{name: "a SPIFFE ID in another trust domain is denied", wantReason: ReasonNameNotAllowed,
+			modify: withNames("", nil, "spiffe://evil.example/ns/default/sa/web-sa")},
+		{name: "a common name that is an allowed DNS name is allowed", modify: withNames("web-sa.default.svc", nil)},
+		{name: "a common name that is an allowed URI is allowed", modify: withNames("spiffe://cluster.local/ns/default/sa/web-sa", nil)},
+		{name: "a dotted pod name does not fill more than one label", wantReason: ReasonNameNotAllowed, wantMessage: `DNS name "a.b.svc"`,
+			modify: func(t *testing.T, in *Input) {
+				in.Pod.Name = "a.b.svc"
+				in.CSR.Annotations[request.AnnotationPodName] = "a.b.svc"
+				withNames("", []string{"a.b.svc"})(t, in)
+			}},
+		{name: "a dotted pod name is no common name either", wantReason: ReasonNameNotAllowed, wantMessage: `common name "a.b.svc"`,
+			modify: func(t *testing.T, in *Input) {
+				in.Pod.Name = "a.b.svc"
+				in.CSR.Annotations[request.AnnotationPodName] = "a.b.svc"
+				withNames("a.b.svc", nil)(t, in)
+			}},
+		{name: "a dotted ServiceAccount name does not fill more than one label", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				in.Pod.Spec.ServiceAccountName = "api.prod"
+				withNames("", []string{"api.prod.default.svc"})(t, in)
+			}},
+		{name: "a dotted pod name still gets the patterns it does not appear in",
+			modify: func(t *testing.T, in *Input) {
+				in.Pod.Name = "a.b.svc"
+				in.CSR.Annotations[request.AnnotationPodName] = "a.b.svc"
+			}},
+		{name: "a common name outside the allowed names is denied", wantReason: ReasonNameNotAllowed, wantMessage: `common name "admin"`,
+			modify: withNames("admin", nil)},
+
+		// Names under an issuer policy.
+		{name: "a policy wildcard allows one label",
+			modify: func(t *testing.T, in *Input) {
+				withNames("", []string{"api.default.example.com"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"*.${POD_NAMESPACE}.example.com"}}
+			}},
+		{name: "a policy wildcard does not span labels", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", []string{"a.b.default.example.com"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"*.${POD_NAMESPACE}.example.com"}}
+			}},
+		{name: "a policy list replaces the defaults", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", []string{"web-sa.default.svc"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}.example.com"}}
+			}},
+		{name: "an empty policy list allows no URIs", wantReason: ReasonNameNotAllowed, wantMessage: "allowed: none",
+			modify: func(_ *testing.T, in *Input) { in.Policy = &v1alpha1.Policy{AllowedURIs: []string{}} }},
+		{name: "a policy URI wildcard does not match an escaped slash", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", nil, "spiffe://cluster.local/ns/default/sa/x%2F..%2F..%2Fns%2Fkube-system%2Fsa%2Fadmin")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedURIs: []string{"spiffe://${TRUST_DOMAIN}/ns/${POD_NAMESPACE}/sa/*"}}
+			}},
+		{name: "a policy URI wildcard does not match a dot-dot segment", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", nil, "spiffe://cluster.local/ns/default/sa/..")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedURIs: []string{"spiffe://${TRUST_DOMAIN}/ns/${POD_NAMESPACE}/sa/*"}}
+			}},
+		{name: "a URI with a query the pattern does not have is denied", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", nil, "spiffe://cluster.local/ns/default/sa/x?ns=kube-system")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedURIs: []string{"spiffe://${TRUST_DOMAIN}/ns/${POD_NAMESPACE}/sa/*"}}
+			}},
+		{name: "a URI with a fragment the pattern does not have is denied", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", nil, "spiffe://cluster.local/ns/default/sa/web-sa#admin")(t, in)
+			}},
+		{name: "a URI with user info the pattern does not have is denied", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				withNames("", nil, "spiffe://admin@cluster.local/ns/default/sa/web-sa")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedURIs: []string{"spiffe://*/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}"}}
+			}},
+		{name: "a DNS name with a NUL byte is denied", wantReason: ReasonNameNotAllowed, wantMessage: "not a valid DNS name",
+			modify: func(t *testing.T, in *Input) {
+				withNames("", []string{"evil.com\x00.default.example.com"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"*.${POD_NAMESPACE}.example.com"}}
+			}},
+		{name: "a DNS name with a port and a slash is denied", wantReason: ReasonNameNotAllowed, wantMessage: "not a valid DNS name",
+			modify: func(t *testing.T, in *Input) {
+				withNames("", []string{"evil.com:443/.default.example.com"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"*.${POD_NAMESPACE}.example.com"}}
+			}},
+		{name: "a wildcard DNS name the policy allows is allowed",
+			modify: func(t *testing.T, in *Input) {
+				withNames("", []string{"*.default.example.com"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"*.${POD_NAMESPACE}.example.com"}}
+			}},
+		{name: "a common name that is no valid DNS name does not pass as one", wantReason: ReasonNameNotAllowed, wantMessage: "common name",
+			modify: func(t *testing.T, in *Input) {
+				withNames("evil.com:443/.default.example.com", nil)(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"*.${POD_NAMESPACE}.example.com"}}
+			}},
+		{name: "a policy URI wildcard allows one path segment",
+			modify: func(t *testing.T, in *Input) {
+				withNames("", nil, "spiffe://cluster.local/ns/default/sa/anything")(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedURIs: []string{"spiffe://${TRUST_DOMAIN}/ns/${POD_NAMESPACE}/sa/*"}}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := validInput(t)
+			tt.modify(t, &in)
+			d := Decide(in)
+			if tt.wantReason == "" {
+				if !d.Allowed {
+					t.Fatalf("denied (%s: %s), want allowed", d.Reason, d.Message)
+				}
+				return
+			}
+			if d.Allowed {
+				t.Fatalf("allowed, want denied with %s", tt.wantReason)
+			}
+			if d.Reason != tt.wantReason || !strings.Contains(d.Message, tt.wantMessage) {
+				t.Errorf("denied with %s: %q; want %s containing %q", d.Reason, d.Message, tt.wantReason, tt.wantMessage)
+			}
+		})
+	}
+}
+
+func TestDecideDuration(t *testing.T) {
+	in := validInput(t)
+	if d := Decide(in); d.Duration != time.Hour {
+		t.Errorf("duration = %s, want the requested 1h", d.Duration)
+	}
+	in.CSR.Spec.ExpirationSeconds = nil
+	if d := Decide(in); d.Duration != DefaultDuration {
+		t.Errorf("duration = %s, want the default %s", d.Duration, DefaultDuration)
+	}
+	in.Policy = &v1alpha1.Policy{MaxDuration: &metav1.Duration{Duration: time.Hour}}
+	if d := Decide(in); d.Duration != time.Hour {
+		t.Errorf("duration = %s, want the default shortened to the policy's maximum", d.Duration)
+	}
+	in.CSR.Spec.ExpirationSeconds = ptr.To[int32](7200)
+	if got := Duration(in.CSR, in.Policy); got != time.Hour {
+		t.Errorf("Duration = %s, want a request approved by someone else clamped to the maximum", got)
+	}
+}
+
+func TestGlob(t *testing.T) {
+	tests := []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"a.b", "a.b", true},
+		{"a.b", "a.bc", false},
+		{"*.b", "x.b", true},
+		{"*.b", ".b", false},
+		{"*.b", "x.y.b", false},
+		{"a*c.d", "abbc.d", true},
+		{"a*c.d", "ab.c.d", false},
+		{"*", "", false},
+		{"*", "a.b", false},
+	}
+	for _, tt := range tests {
+		if got := glob(tt.pattern, tt.s, dnsLabelChar); got != tt.want {
+			t.Errorf("glob(%q, %q) = %v, want %v", tt.pattern, tt.s, got, tt.want)
+		}
+	}
+}
+
+func TestURIGlob(t *testing.T) {
+	const pattern = "spiffe://td/sa/*"
+	tests := []struct {
+		s    string
+		want bool
+	}{
+		{"spiffe://td/sa/web-0.v1_x~y", true},
+		{"spiffe://td/sa/a/b", false},
+		{"spiffe://td/sa/.", false},
+		{"spiffe://td/sa/..", false},
+		{"spiffe://td/sa/x%2F..%2Fadmin", false},
+		{"spiffe://td/sa/x?ns=kube-system", false},
+		{"spiffe://td/sa/x#admin", false},
+		{"spiffe://td/sa/", false},
+	}
+	for _, tt := range tests {
+		if got := glob(pattern, tt.s, uriWildcardChar); got != tt.want {
+			t.Errorf("glob(%q, %q) = %v, want %v", pattern, tt.s, got, tt.want)
+		}
+	}
+	if !glob("https://td/x?v=*", "https://td/x?v=1", uriWildcardChar) {
+		t.Error("a query the pattern spells out is not allowed")
+	}
+}

@@ -1,0 +1,606 @@
+// Package controller_test runs the certmint controller binary against a real
+// kube-apiserver and etcd, with the RBAC from deploy/rbac/controller.yaml,
+// and acts as the driver would: pod-bound ServiceAccount tokens for driver
+// pods on two nodes, CertificateSigningRequests naming pods.
+package controller_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/request"
+	"github.com/certmint/certmint/test/e2e/cluster"
+)
+
+const (
+	certmintNS     = "certmint"
+	driverSA       = "certmint-driver"
+	controllerSA   = "certmint-controller"
+	nodeA, nodeB   = "node-a", "node-b"
+	driverPodA     = "driver-a"
+	driverPodB     = "driver-b"
+	startupTimeout = 60 * time.Second
+)
+
+// env is the shared cluster; nil when the tests run with -short.
+var env *testEnv
+
+type testEnv struct {
+	cp     *cluster.ControlPlane
+	admin  client.Client
+	kube   kubernetes.Interface
+	scheme *runtime.Scheme
+	// driverA and driverB act as the driver on node-a and node-b.
+	driverA, driverB kubernetes.Interface
+	// controllerKubeconfig authenticates as the controller's ServiceAccount.
+	controllerKubeconfig string
+	controllerBinary     string
+	dir                  string
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	os.Exit(runWithEnv(m))
+}
+
+func runWithEnv(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var err error
+	env, err = setup(ctx)
+	if env != nil && env.cp != nil {
+		defer env.cp.Stop()
+	}
+	if env != nil && env.dir != "" {
+		defer os.RemoveAll(env.dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "setting up the integration environment:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func setup(ctx context.Context) (*testEnv, error) {
+	e := &testEnv{}
+	dir, err := os.MkdirTemp("", "certmint-controller-it-")
+	if err != nil {
+		return e, err
+	}
+	e.dir = dir
+
+	// Build the real binary first: it is what a Deployment runs.
+	e.controllerBinary = filepath.Join(dir, "controller")
+	build := exec.CommandContext(ctx, "go", "build", "-o", e.controllerBinary, "github.com/certmint/certmint/cmd/controller")
+	if out, err := build.CombinedOutput(); err != nil {
+		return e, fmt.Errorf("building the controller: %w\n%s", err, out)
+	}
+
+	binDir, err := cluster.Binaries(ctx)
+	if err != nil {
+		return e, err
+	}
+	e.cp, err = cluster.StartControlPlane(ctx, cluster.ControlPlaneOptions{Dir: filepath.Join(dir, "cluster"), BinDir: binDir})
+	if err != nil {
+		return e, err
+	}
+	e.scheme = runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(e.scheme); err != nil {
+			return e, err
+		}
+	}
+	if e.admin, err = client.New(e.cp.Config, client.Options{Scheme: e.scheme}); err != nil {
+		return e, err
+	}
+	protoConfig := rest.CopyConfig(e.cp.Config)
+	protoConfig.ContentType = "application/vnd.kubernetes.protobuf"
+	if e.kube, err = kubernetes.NewForConfig(protoConfig); err != nil {
+		return e, err
+	}
+
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		return e, err
+	}
+	if err := e.installCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
+		return e, err
+	}
+	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml"} {
+		if err := e.apply(ctx, filepath.Join(root, "deploy", f)); err != nil {
+			return e, err
+		}
+	}
+	for _, n := range []string{nodeA, nodeB} {
+		if err := e.admin.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			return e, err
+		}
+	}
+	if e.driverA, err = e.driverClient(ctx, driverPodA, nodeA); err != nil {
+		return e, err
+	}
+	if e.driverB, err = e.driverClient(ctx, driverPodB, nodeB); err != nil {
+		return e, err
+	}
+	if err := e.writeControllerKubeconfig(ctx); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+func (e *testEnv) installCRDs(ctx context.Context, dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no CRDs in %s: %v", dir, err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := yaml.UnmarshalStrict(data, &crd); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		if err := e.admin.Create(ctx, &crd); err != nil {
+			return fmt.Errorf("creating CRD %s: %w", crd.Name, err)
+		}
+		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, startupTimeout, true, func(ctx context.Context) (bool, error) {
+			if err := e.admin.Get(ctx, client.ObjectKeyFromObject(&crd), &crd); err != nil {
+				return false, err
+			}
+			for _, c := range crd.Status.Conditions {
+				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("CRD %s not established: %w", crd.Name, err)
+		}
+	}
+	return nil
+}
+
+// apply creates every object of a multi-document manifest.
+func (e *testEnv) apply(ctx context.Context, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	decoder := serializer.NewCodecFactory(e.scheme).UniversalDeserializer()
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		obj, _, err := decoder.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := e.admin.Create(ctx, obj.(client.Object)); err != nil {
+			return fmt.Errorf("%s: creating %T: %w", path, obj, err)
+		}
+	}
+	return nil
+}
+
+// driverDaemonSet is the controller's default --driver-daemonset.
+const driverDaemonSet = "certmint-driver"
+
+// asDaemonSetPod makes a pod look created by the driver's DaemonSet. The
+// DaemonSet itself need not exist: no garbage collector runs here to remove
+// pods whose owner is missing.
+func asDaemonSetPod(pod *corev1.Pod) {
+	pod.OwnerReferences = []metav1.OwnerReference{{
+		APIVersion: "apps/v1", Kind: "DaemonSet", Name: driverDaemonSet,
+		UID: "00000000-0000-0000-0000-0000000000d5", Controller: ptr.To(true),
+	}}
+}
+
+// driverClient creates a driver pod on node and returns a client
+// authenticated with a token bound to it, as the driver's own would be.
+func (e *testEnv) driverClient(ctx context.Context, podName, node string) (kubernetes.Interface, error) {
+	pod, err := e.createPod(ctx, certmintNS, podName, node, driverSA, asDaemonSetPod)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := e.podBoundConfig(ctx, pod)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func (e *testEnv) podBoundConfig(ctx context.Context, pod *corev1.Pod) (*rest.Config, error) {
+	tr, err := e.kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+			ExpirationSeconds: ptr.To[int64](3600),
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("token for pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return e.tokenConfig(tr.Status.Token), nil
+}
+
+func (e *testEnv) tokenConfig(token string) *rest.Config {
+	return &rest.Config{
+		Host:            e.cp.Config.Host,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: e.cp.Config.CAData, CAFile: e.cp.Config.CAFile},
+		// Protobuf, as the driver uses: JSON costs the API server more.
+		ContentConfig: rest.ContentConfig{ContentType: "application/vnd.kubernetes.protobuf"},
+		QPS:           500,
+		Burst:         1000,
+	}
+}
+
+func (e *testEnv) writeControllerKubeconfig(ctx context.Context) error {
+	tr, err := e.kube.CoreV1().ServiceAccounts(certmintNS).CreateToken(ctx, controllerSA, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3 * 3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("controller token: %w", err)
+	}
+	caData := e.cp.Config.CAData
+	if len(caData) == 0 {
+		if caData, err = os.ReadFile(e.cp.CAFile); err != nil {
+			return err
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["it"] = &clientcmdapi.Cluster{Server: e.cp.Config.Host, CertificateAuthorityData: caData}
+	kc.AuthInfos["it"] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	kc.Contexts["it"] = &clientcmdapi.Context{Cluster: "it", AuthInfo: "it"}
+	kc.CurrentContext = "it"
+	e.controllerKubeconfig = filepath.Join(e.dir, "controller.kubeconfig")
+	return clientcmd.WriteToFile(*kc, e.controllerKubeconfig)
+}
+
+// createPod creates a pod bound to node, adjusted by tweaks; no kubelet
+// runs it, which node binding does not need.
+func (e *testEnv) createPod(ctx context.Context, ns, name, node, sa string, tweaks ...func(*corev1.Pod)) (*corev1.Pod, error) {
+	if err := e.ensureServiceAccount(ctx, ns, sa); err != nil {
+		return nil, err
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			NodeName:                     node,
+			ServiceAccountName:           sa,
+			AutomountServiceAccountToken: ptr.To(false),
+			Containers:                   []corev1.Container{{Name: "app", Image: "unused"}},
+		},
+	}
+	for _, tweak := range tweaks {
+		tweak(pod)
+	}
+	if err := e.admin.Create(ctx, pod); err != nil {
+		return nil, fmt.Errorf("creating pod %s/%s: %w", ns, name, err)
+	}
+	return pod, nil
+}
+
+func (e *testEnv) ensureServiceAccount(ctx context.Context, ns, sa string) error {
+	if err := e.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+		return err
+	}
+	err := e.admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}})
+	return client.IgnoreAlreadyExists(err)
+}
+
+var nameSeq atomic.Int64
+
+// uniqueName makes names unique within a run, so tests can be repeated
+// (-count) against the one cluster.
+func uniqueName(base string) string {
+	return fmt.Sprintf("%s-%d", base, nameSeq.Add(1))
+}
+
+func requireEnv(t testing.TB) *testEnv {
+	t.Helper()
+	if env == nil {
+		t.Skip("needs kube-apiserver and etcd; runs without -short")
+	}
+	return env
+}
+
+// controllerProcess is one running controller binary.
+type controllerProcess struct {
+	cmd         *exec.Cmd
+	metricsAddr string
+	logPath     string
+	exited      chan struct{}
+}
+
+// startController runs the controller binary as its ServiceAccount and
+// waits until it reports ready. It is stopped when t ends.
+func startController(t testing.TB, name string, extraArgs ...string) *controllerProcess {
+	t.Helper()
+	e := requireEnv(t)
+	p := &controllerProcess{metricsAddr: freeAddr(t), logPath: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
+	probeAddr := freeAddr(t)
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{
+		"--kubeconfig=" + e.controllerKubeconfig,
+		"--driver-namespace=" + certmintNS,
+		"--driver-service-account=" + driverSA,
+		"--cluster-resource-namespace=" + certmintNS,
+		"--metrics-bind-address=" + p.metricsAddr,
+		"--health-probe-bind-address=" + probeAddr,
+		"--leader-elect-lease-duration=3s",
+		"--leader-elect-renew-deadline=2s",
+		"--leader-elect-retry-period=500ms",
+		"--csr-cleanup-grace=1h",
+	}, extraArgs...)
+	p.cmd = exec.Command(e.controllerBinary, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		logFile.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			out, _ := os.ReadFile(p.logPath)
+			t.Logf("controller %s log:\n%s", name, tail(out, 60))
+		}
+	})
+	err = wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, startupTimeout, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-p.exited:
+			return false, errors.New("controller exited")
+		default:
+		}
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		out, _ := os.ReadFile(p.logPath)
+		t.Fatalf("controller %s not ready: %v\n%s", name, err, tail(out, 60))
+	}
+	resp, err := http.Get("http://" + probeAddr + "/healthz")
+	if err != nil {
+		t.Fatalf("controller %s /healthz: %v", name, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("controller %s /healthz: %s", name, resp.Status)
+	}
+	return p
+}
+
+// stop ends the process gracefully, as a rolling update would.
+func (p *controllerProcess) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// kill ends the process at once, as a node failure would: it neither
+// finishes its work nor releases its lease.
+func (p *controllerProcess) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// metric returns the sum of the samples of a metric whose line starts with
+// prefix (name and, optionally, some labels).
+func (p *controllerProcess) metric(prefix string) (float64, error) {
+	resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, line := range strings.Split(body.String(), "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
+			sum += v
+		}
+	}
+	return sum, nil
+}
+
+// cpuTime is the CPU time the process has used, from /proc.
+func (p *controllerProcess) cpuTime() (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 14th and 15th fields overall, in clock ticks of 1/100 s.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var utime, stime int64
+	if _, err := fmt.Sscan(fields[11], &utime); err != nil {
+		return 0, err
+	}
+	if _, err := fmt.Sscan(fields[12], &stime); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func tail(b []byte, lines int) string {
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// csrSpec is what the driver puts in a request.
+type csrSpec struct {
+	signer   string
+	pod      *corev1.Pod
+	node     string // label; the driver's own node
+	dnsNames []string
+	uris     []string
+	duration time.Duration
+	isCA     bool
+}
+
+// csrKey is the one key every test request uses: what is under test is the
+// request's claims, not its key.
+var csrKey = sync.OnceValues(func() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+})
+
+// newCSR builds a request the way the driver does (request package labels
+// and annotations).
+func newCSR(t testing.TB, s csrSpec) *certificatesv1.CertificateSigningRequest {
+	t.Helper()
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{}, DNSNames: s.dnsNames}
+	usages := []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth}
+	if s.isCA {
+		// As the driver asks for is-ca: a basicConstraints extension.
+		value, err := asn1.Marshal(struct{ IsCA bool }{true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: value})
+		usages = append(usages, certificatesv1.UsageCertSign)
+	}
+	for _, u := range s.uris {
+		parsed, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, parsed)
+	}
+	key, err := csrKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.duration == 0 {
+		s.duration = time.Hour
+	}
+	return &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "certmint-",
+			Labels: map[string]string{
+				request.LabelManagedBy: request.DriverName,
+				request.LabelNode:      s.node,
+				request.LabelPodUID:    string(s.pod.UID),
+			},
+			Annotations: map[string]string{
+				request.AnnotationPodNamespace: s.pod.Namespace,
+				request.AnnotationPodName:      s.pod.Name,
+				request.AnnotationVolumeID:     "csi-" + string(s.pod.UID),
+			},
+		},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			SignerName:        s.signer,
+			ExpirationSeconds: ptr.To(int32(s.duration / time.Second)),
+			Usages:            usages,
+		},
+	}
+}
+
+// waitForCSR polls until done says the request reached the wanted state.
+func waitForCSR(t testing.TB, name string, done func(*certificatesv1.CertificateSigningRequest) bool) *certificatesv1.CertificateSigningRequest {
+	t.Helper()
+	var csr certificatesv1.CertificateSigningRequest
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := env.admin.Get(ctx, types.NamespacedName{Name: name}, &csr); err != nil {
+			return false, err
+		}
+		return done(&csr), nil
+	})
+	if err != nil {
+		t.Fatalf("CSR %s: %v; last seen: %+v", name, err, csr.Status)
+	}
+	return &csr
+}
+
+func condition(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
+	for i := range csr.Status.Conditions {
+		if csr.Status.Conditions[i].Type == typ {
+			return &csr.Status.Conditions[i]
+		}
+	}
+	return nil
+}
