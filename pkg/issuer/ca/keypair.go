@@ -24,6 +24,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/request"
 )
 
 // Backdate is how far before "now" certificates start, so a relying party
@@ -248,44 +249,15 @@ func randomSerial() (*big.Int, error) {
 	}
 }
 
-var keyUsages = map[certificatesv1.KeyUsage]x509.KeyUsage{
-	certificatesv1.UsageSigning:           x509.KeyUsageDigitalSignature,
-	certificatesv1.UsageDigitalSignature:  x509.KeyUsageDigitalSignature,
-	certificatesv1.UsageContentCommitment: x509.KeyUsageContentCommitment,
-	certificatesv1.UsageKeyEncipherment:   x509.KeyUsageKeyEncipherment,
-	certificatesv1.UsageKeyAgreement:      x509.KeyUsageKeyAgreement,
-	certificatesv1.UsageDataEncipherment:  x509.KeyUsageDataEncipherment,
-	certificatesv1.UsageCertSign:          x509.KeyUsageCertSign,
-	certificatesv1.UsageCRLSign:           x509.KeyUsageCRLSign,
-	certificatesv1.UsageEncipherOnly:      x509.KeyUsageEncipherOnly,
-	certificatesv1.UsageDecipherOnly:      x509.KeyUsageDecipherOnly,
-}
-
-var extKeyUsages = map[certificatesv1.KeyUsage]x509.ExtKeyUsage{
-	certificatesv1.UsageAny:             x509.ExtKeyUsageAny,
-	certificatesv1.UsageServerAuth:      x509.ExtKeyUsageServerAuth,
-	certificatesv1.UsageClientAuth:      x509.ExtKeyUsageClientAuth,
-	certificatesv1.UsageCodeSigning:     x509.ExtKeyUsageCodeSigning,
-	certificatesv1.UsageEmailProtection: x509.ExtKeyUsageEmailProtection,
-	certificatesv1.UsageSMIME:           x509.ExtKeyUsageEmailProtection,
-	certificatesv1.UsageIPsecEndSystem:  x509.ExtKeyUsageIPSECEndSystem,
-	certificatesv1.UsageIPsecTunnel:     x509.ExtKeyUsageIPSECTunnel,
-	certificatesv1.UsageIPsecUser:       x509.ExtKeyUsageIPSECUser,
-	certificatesv1.UsageTimestamping:    x509.ExtKeyUsageTimeStamping,
-	certificatesv1.UsageOCSPSigning:     x509.ExtKeyUsageOCSPSigning,
-	certificatesv1.UsageMicrosoftSGC:    x509.ExtKeyUsageMicrosoftServerGatedCrypto,
-	certificatesv1.UsageNetscapeSGC:     x509.ExtKeyUsageNetscapeServerGatedCrypto,
-}
-
 func x509Usages(usages []certificatesv1.KeyUsage) (x509.KeyUsage, []x509.ExtKeyUsage, error) {
 	var ku x509.KeyUsage
 	var eku []x509.ExtKeyUsage
 	for _, u := range usages {
-		if k, ok := keyUsages[u]; ok {
+		if k, ok := request.KeyUsageBit(u); ok {
 			ku |= k
 			continue
 		}
-		if e, ok := extKeyUsages[u]; ok {
+		if e, ok := request.ExtKeyUsage(u); ok {
 			eku = append(eku, e)
 			continue
 		}

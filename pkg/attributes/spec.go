@@ -1,0 +1,548 @@
+package attributes
+
+import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/certmint/certmint/pkg/keystore"
+	"github.com/certmint/certmint/pkg/request"
+)
+
+// Duration limits. The API server refuses a CSR expirationSeconds below ten
+// minutes; a shorter certificate could not be renewed in time anyway.
+const (
+	DefaultDuration = 24 * time.Hour
+	MinDuration     = 10 * time.Minute
+)
+
+// Spec is what a volume asks for, fully validated and with templates
+// expanded and defaults applied.
+type Spec struct {
+	Pod    Pod
+	Issuer request.IssuerRef
+
+	// Subject is the requested subject when LiteralSubject is empty.
+	Subject pkix.Name
+	// LiteralSubject is the expanded literal-subject attribute, and
+	// RawSubject its DER encoding; the CSR then carries exactly that name.
+	LiteralSubject string
+	RawSubject     []byte
+
+	DNSNames    []string
+	IPAddresses []net.IP
+	URIs        []*url.URL
+
+	Duration time.Duration
+	// RenewBefore is how long before expiry to renew; zero means at two
+	// thirds of the certificate's lifetime.
+	RenewBefore time.Duration
+	IsCA        bool
+	Usages      []certificatesv1.KeyUsage
+
+	Key Key
+
+	Files Files
+	// FSGroup is the group the files belong to; nil leaves the choice to
+	// the pod's fsGroup, if any.
+	FSGroup *int64
+	// PKCS12 and JKS are nil unless the keystore is enabled.
+	PKCS12 *Keystore
+	JKS    *Keystore
+}
+
+// CommonName is the common name the certificate must carry, from either
+// common-name or literal-subject.
+func (s *Spec) CommonName() string {
+	return s.Subject.CommonName
+}
+
+// Key describes the private key.
+type Key struct {
+	Algorithm keystore.Algorithm
+	Size      int
+	Encoding  keystore.Encoding
+	// Reuse keeps the key across renewals instead of making a new one.
+	Reuse bool
+}
+
+// Files names the files written into the volume.
+type Files struct {
+	Certificate string
+	PrivateKey  string
+	CA          string
+}
+
+// Keystore is an optional PKCS#12 or JKS file.
+type Keystore struct {
+	Filename string
+	Password string
+}
+
+// MarshalLog keeps keystore passwords out of structured logs.
+func (k Keystore) MarshalLog() any {
+	return map[string]string{"filename": k.Filename, "password": "[redacted]"}
+}
+
+// Parse validates attrs, the volume context of a NodePublishVolume call, and
+// returns the Spec it describes. Keys outside Prefix are ignored except the
+// kubelet's pod keys, which must be present. The error, if any, is an *Error
+// listing every invalid attribute.
+func Parse(attrs map[string]string) (*Spec, error) {
+	p := &parser{attrs: attrs}
+	spec := p.parse()
+	if len(p.errs) > 0 {
+		return nil, &Error{Fields: p.errs}
+	}
+	return spec, nil
+}
+
+type parser struct {
+	attrs map[string]string
+	pod   Pod
+	errs  []*FieldError
+}
+
+func (p *parser) fail(key, format string, args ...any) {
+	p.errs = append(p.errs, &FieldError{Key: key, Message: fmt.Sprintf(format, args...)})
+}
+
+// get returns the value of key, reporting whether it is set. A key set to ""
+// is an error rather than "use the default", so an empty template result or
+// a stray empty line is not taken as intent.
+func (p *parser) get(key string) (string, bool) {
+	v, ok := p.attrs[key]
+	if !ok {
+		return "", false
+	}
+	if strings.TrimSpace(v) == "" {
+		p.fail(key, "must not be empty; remove it to use the default")
+		return "", false
+	}
+	return v, true
+}
+
+// expanded is get with ${...} variables replaced.
+func (p *parser) expanded(key string) (string, bool) {
+	v, ok := p.get(key)
+	if !ok {
+		return "", false
+	}
+	out, err := Expand(v, p.pod)
+	if err != nil {
+		p.fail(key, "%v", err)
+		return "", false
+	}
+	return out, true
+}
+
+// list splits a comma-separated attribute, optionally expanding variables.
+func (p *parser) list(key string, expand bool) []string {
+	get := p.get
+	if expand {
+		get = p.expanded
+	}
+	v, ok := get(key)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			p.fail(key, "empty element in comma-separated list %q", v)
+			return nil
+		}
+		out = append(out, item)
+	}
+	return out
+}
+
+func (p *parser) boolean(key string) bool {
+	v, ok := p.get(key)
+	if !ok {
+		return false
+	}
+	switch v {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	p.fail(key, "must be \"true\" or \"false\", not %q", v)
+	return false
+}
+
+func (p *parser) duration(key string) (time.Duration, bool) {
+	v, ok := p.get(key)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		p.fail(key, "must be a duration such as \"24h\" or \"90m\": %v", err)
+		return 0, false
+	}
+	return d, true
+}
+
+func (p *parser) parse() *Spec {
+	for k := range p.attrs {
+		if strings.HasPrefix(k, Prefix) && !known[k] {
+			p.fail(k, "unknown attribute; see the list of csi.certmint.io/ attributes in the documentation")
+		}
+	}
+	spec := &Spec{}
+	p.parsePod(spec)
+	p.parseIssuer(spec)
+	p.parseSubject(spec)
+	p.parseSANs(spec)
+	p.parseKey(spec)
+	p.parseLifetime(spec)
+	p.parseUsages(spec)
+	p.parseFiles(spec)
+	if spec.CommonName() == "" && len(spec.DNSNames) == 0 && len(spec.IPAddresses) == 0 &&
+		len(spec.URIs) == 0 && len(p.errs) == 0 {
+		p.fail(CommonName, "the certificate names no identity: set common-name, literal-subject, dns-names, ip-sans, uri-sans or spiffe-id")
+	}
+	// Sorted so the error message is stable from one attempt to the next.
+	slices.SortStableFunc(p.errs, func(a, b *FieldError) int { return strings.Compare(a.Key, b.Key) })
+	return spec
+}
+
+func (p *parser) parsePod(spec *Spec) {
+	for key, dst := range map[string]*string{
+		PodNameKey:            &p.pod.Name,
+		PodNamespaceKey:       &p.pod.Namespace,
+		PodUIDKey:             &p.pod.UID,
+		ServiceAccountNameKey: &p.pod.ServiceAccountName,
+	} {
+		v := p.attrs[key]
+		if v == "" {
+			p.fail(key, "missing: the kubelet passes pod information only when the CSIDriver object %q has podInfoOnMount: true", request.DriverName)
+		}
+		*dst = v
+	}
+	spec.Pod = p.pod
+}
+
+func (p *parser) parseIssuer(spec *Spec) {
+	kind := request.KindIssuer
+	if v, ok := p.get(IssuerKind); ok {
+		k, err := request.ParseIssuerKind(v)
+		if err != nil {
+			p.fail(IssuerKind, "%v", err)
+		}
+		kind = k
+	}
+	name, ok := p.get(IssuerName)
+	if !ok {
+		if _, set := p.attrs[IssuerName]; !set {
+			p.fail(IssuerName, "required: name the Issuer (or, with issuer-kind: ClusterIssuer, the ClusterIssuer) that signs this certificate")
+		}
+		return
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		p.fail(IssuerName, "%q is not a valid object name: %s", name, strings.Join(errs, ", "))
+		return
+	}
+	spec.Issuer = request.IssuerRef{Kind: kind, Name: name}
+	if kind == request.KindIssuer {
+		spec.Issuer.Namespace = p.pod.Namespace
+	}
+}
+
+// subjectFields are the subject attributes literal-subject replaces; it
+// cannot be combined with any of them.
+var subjectFields = []string{CommonName, Organizations, OrganizationalUnits, Countries, Provinces,
+	Localities, StreetAddresses, PostalCodes, SerialNumber}
+
+func (p *parser) parseSubject(spec *Spec) {
+	if literal, ok := p.expanded(LiteralSubject); ok {
+		for _, k := range subjectFields {
+			if _, set := p.attrs[k]; set {
+				p.fail(LiteralSubject, "cannot be combined with %s: put that part of the subject into the literal subject", k)
+				return
+			}
+		}
+		seq, err := ParseLiteralSubject(literal)
+		if errors.Is(err, errSeveralCommonNames) {
+			p.fail(LiteralSubject, "has %v", err)
+			return
+		}
+		if err != nil {
+			p.fail(LiteralSubject, "not an RFC 4514 distinguished name: %v", err)
+			return
+		}
+		raw, err := asn1.Marshal(seq)
+		if err != nil {
+			p.fail(LiteralSubject, "cannot be encoded: %v", err)
+			return
+		}
+		spec.LiteralSubject = literal
+		spec.RawSubject = raw
+		spec.Subject.CommonName = commonNameOf(seq)
+		return
+	}
+	s := &spec.Subject
+	s.CommonName, _ = p.expanded(CommonName)
+	if len(s.CommonName) > 64 {
+		p.fail(CommonName, "is %d characters long; X.509 allows at most 64 (put long names in dns-names)", len(s.CommonName))
+	}
+	s.Organization = p.list(Organizations, true)
+	s.OrganizationalUnit = p.list(OrganizationalUnits, true)
+	s.Country = p.list(Countries, false)
+	s.Province = p.list(Provinces, false)
+	s.Locality = p.list(Localities, false)
+	s.StreetAddress = p.list(StreetAddresses, false)
+	s.PostalCode = p.list(PostalCodes, false)
+	s.SerialNumber, _ = p.expanded(SerialNumber)
+	for _, c := range s.Country {
+		if len(c) != 2 || strings.ToUpper(c) != c {
+			p.fail(Countries, "%q is not a two-letter upper-case ISO 3166 country code", c)
+		}
+	}
+}
+
+func (p *parser) parseSANs(spec *Spec) {
+	for _, name := range p.list(DNSNames, true) {
+		check := validation.IsDNS1123Subdomain
+		if strings.HasPrefix(name, "*.") {
+			check = validation.IsWildcardDNS1123Subdomain
+		}
+		if errs := check(name); len(errs) > 0 {
+			p.fail(DNSNames, "%q is not a valid DNS name: %s", name, strings.Join(errs, ", "))
+			continue
+		}
+		spec.DNSNames = append(spec.DNSNames, name)
+	}
+	for _, s := range p.list(IPSANs, false) {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			p.fail(IPSANs, "%q is not an IP address", s)
+			continue
+		}
+		spec.IPAddresses = append(spec.IPAddresses, ip)
+	}
+	for _, s := range p.list(URISANs, true) {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") {
+			p.fail(URISANs, "%q is not an absolute URI with scheme and host", s)
+			continue
+		}
+		spec.URIs = append(spec.URIs, u)
+	}
+	if s, ok := p.expanded(SPIFFEID); ok {
+		u, err := parseSPIFFEID(s)
+		if err != nil {
+			p.fail(SPIFFEID, "%q is not a SPIFFE ID: %v", s, err)
+			return
+		}
+		for _, existing := range spec.URIs {
+			if existing.String() == u.String() {
+				p.fail(SPIFFEID, "%q is also listed in %s; name it once", s, URISANs)
+				return
+			}
+		}
+		spec.URIs = append(spec.URIs, u)
+	}
+}
+
+// parseSPIFFEID checks s against the SPIFFE ID rules: spiffe scheme, a trust
+// domain and nothing but a path after it.
+func parseSPIFFEID(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case u.Scheme != "spiffe":
+		return nil, fmt.Errorf("scheme must be spiffe")
+	case u.Host == "":
+		return nil, fmt.Errorf("trust domain is missing (spiffe://<trust-domain>/<path>)")
+	case u.User != nil || u.Port() != "" || u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("must not have user info, port, query or fragment")
+	case strings.ToLower(u.Host) != u.Host:
+		return nil, fmt.Errorf("trust domain must be lower case")
+	}
+	return u, nil
+}
+
+func (p *parser) parseKey(spec *Spec) {
+	k := &spec.Key
+	k.Algorithm = keystore.ECDSA
+	if v, ok := p.get(KeyAlgorithm); ok {
+		alg, err := keystore.ParseAlgorithm(v)
+		if err != nil {
+			p.fail(KeyAlgorithm, "%v", err)
+			return
+		}
+		k.Algorithm = alg
+	}
+	k.Size = keystore.DefaultSize(k.Algorithm)
+	if v, ok := p.get(KeySize); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			p.fail(KeySize, "must be a number of bits, not %q", v)
+		} else if err := keystore.CheckSize(k.Algorithm, n); err != nil {
+			p.fail(KeySize, "%v", err)
+		} else {
+			k.Size = n
+		}
+	}
+	k.Encoding = keystore.PKCS8
+	if v, ok := p.get(KeyEncoding); ok {
+		enc, err := keystore.ParseEncoding(v)
+		if err != nil {
+			p.fail(KeyEncoding, "%v", err)
+		} else if err := keystore.CheckEncoding(k.Algorithm, enc); err != nil {
+			p.fail(KeyEncoding, "%v", err)
+		} else {
+			k.Encoding = enc
+		}
+	}
+	k.Reuse = p.boolean(ReusePrivateKey)
+}
+
+func (p *parser) parseLifetime(spec *Spec) {
+	spec.Duration = DefaultDuration
+	if d, ok := p.duration(Duration); ok {
+		if d < MinDuration {
+			p.fail(Duration, "%s is too short; the minimum is %s", d, MinDuration)
+		} else if d.Seconds() > math.MaxInt32 {
+			p.fail(Duration, "%s is too long", d)
+		} else {
+			spec.Duration = d
+		}
+	}
+	if d, ok := p.duration(RenewBefore); ok {
+		if d <= 0 || d >= spec.Duration {
+			p.fail(RenewBefore, "%s must be positive and shorter than the duration (%s)", d, spec.Duration)
+		} else {
+			spec.RenewBefore = d
+		}
+	}
+	spec.IsCA = p.boolean(IsCA)
+}
+
+// knownUsages are the key usages a CSR may carry.
+var knownUsages = []certificatesv1.KeyUsage{
+	certificatesv1.UsageSigning, certificatesv1.UsageDigitalSignature, certificatesv1.UsageContentCommitment,
+	certificatesv1.UsageKeyEncipherment, certificatesv1.UsageKeyAgreement, certificatesv1.UsageDataEncipherment,
+	certificatesv1.UsageCertSign, certificatesv1.UsageCRLSign, certificatesv1.UsageEncipherOnly,
+	certificatesv1.UsageDecipherOnly, certificatesv1.UsageAny, certificatesv1.UsageServerAuth,
+	certificatesv1.UsageClientAuth, certificatesv1.UsageCodeSigning, certificatesv1.UsageEmailProtection,
+	certificatesv1.UsageSMIME, certificatesv1.UsageIPsecEndSystem, certificatesv1.UsageIPsecTunnel,
+	certificatesv1.UsageIPsecUser, certificatesv1.UsageTimestamping, certificatesv1.UsageOCSPSigning,
+	certificatesv1.UsageMicrosoftSGC, certificatesv1.UsageNetscapeSGC,
+}
+
+func (p *parser) parseUsages(spec *Spec) {
+	if _, set := p.attrs[KeyUsages]; !set {
+		spec.Usages = DefaultUsages(spec.Key.Algorithm, spec.IsCA)
+		return
+	}
+	for _, u := range p.list(KeyUsages, false) {
+		usage := certificatesv1.KeyUsage(strings.ToLower(u))
+		if !slices.Contains(knownUsages, usage) {
+			p.fail(KeyUsages, "unknown key usage %q (examples: \"digital signature\", \"key encipherment\", \"server auth\", \"client auth\")", u)
+			continue
+		}
+		if slices.Contains(spec.Usages, usage) {
+			p.fail(KeyUsages, "key usage %q is listed twice", u)
+			continue
+		}
+		spec.Usages = append(spec.Usages, usage)
+	}
+}
+
+// DefaultUsages are the usages of a certificate whose volume names none:
+// enough for TLS servers and clients. Key encipherment only applies to RSA
+// key exchange; a CA certificate also needs cert sign.
+func DefaultUsages(alg keystore.Algorithm, isCA bool) []certificatesv1.KeyUsage {
+	usages := []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature}
+	if alg == keystore.RSA {
+		usages = append(usages, certificatesv1.UsageKeyEncipherment)
+	}
+	if isCA {
+		usages = append(usages, certificatesv1.UsageCertSign)
+	}
+	return append(usages, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth)
+}
+
+func (p *parser) parseFiles(spec *Spec) {
+	used := map[string]string{}
+	file := func(key, def string) string {
+		name, ok := p.get(key)
+		if !ok {
+			name = def
+		} else if err := checkFilename(name); err != nil {
+			p.fail(key, "%v", err)
+			return ""
+		}
+		if other, dup := used[name]; dup {
+			p.fail(key, "file name %q is also used by %s", name, other)
+			return ""
+		}
+		used[name] = key
+		return name
+	}
+	spec.Files.Certificate = file(CertificateFile, DefaultCertificateFile)
+	spec.Files.PrivateKey = file(PrivateKeyFile, DefaultPrivateKeyFile)
+	spec.Files.CA = file(CAFile, DefaultCAFile)
+
+	keystoreFile := func(enableKey, nameKey, passwordKey, def string) *Keystore {
+		if !p.boolean(enableKey) {
+			for _, k := range []string{nameKey, passwordKey} {
+				if _, set := p.attrs[k]; set {
+					p.fail(k, "has no effect unless %s is \"true\"", enableKey)
+				}
+			}
+			return nil
+		}
+		ks := &Keystore{Filename: file(nameKey, def)}
+		if pw, ok := p.attrs[passwordKey]; ok && pw != "" {
+			ks.Password = pw
+		} else {
+			p.fail(passwordKey, "required when %s is \"true\"", enableKey)
+		}
+		return ks
+	}
+	spec.PKCS12 = keystoreFile(PKCS12Enable, PKCS12Filename, PKCS12Password, DefaultPKCS12Filename)
+	spec.JKS = keystoreFile(JKSEnable, JKSFilename, JKSPassword, DefaultJKSFilename)
+
+	if v, ok := p.get(FSGroup); ok {
+		gid, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || gid < 0 || gid > math.MaxInt32 {
+			p.fail(FSGroup, "must be a group ID from 0 to %d, not %q", math.MaxInt32, v)
+		} else {
+			spec.FSGroup = &gid
+		}
+	}
+}
+
+// checkFilename accepts a plain file name: the files all live in the volume's
+// top directory, and names starting with ".." are the atomic writer's own.
+func checkFilename(name string) error {
+	switch {
+	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
+		return fmt.Errorf("%q must be a file name without a directory", name)
+	case name == "." || strings.HasPrefix(name, ".."):
+		return fmt.Errorf("%q is reserved: file names must not start with \"..\"", name)
+	case len(name) > 255:
+		return fmt.Errorf("file name is longer than 255 characters")
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package attributes
+
+import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"maps"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+
+	"github.com/certmint/certmint/pkg/keystore"
+	"github.com/certmint/certmint/pkg/request"
+)
+
+// base is the smallest valid volume: the kubelet's pod keys and an issuer.
+func base() map[string]string {
+	return map[string]string{
+		PodNameKey:            "web-0",
+		PodNamespaceKey:       "shop",
+		PodUIDKey:             "0b6c4a1e-8f1e-4c59-a7d0-6d1f8f3c0d11",
+		ServiceAccountNameKey: "web",
+		EphemeralKey:          "true",
+		IssuerName:            "ca",
+		CommonName:            "web",
+	}
+}
+
+// unset as a value in with removes the key.
+const unset = "\x00unset"
+
+func with(kv ...string) map[string]string {
+	attrs := base()
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == unset {
+			delete(attrs, kv[i])
+			continue
+		}
+		attrs[kv[i]] = kv[i+1]
+	}
+	return attrs
+}
+
+func without(keys ...string) map[string]string {
+	attrs := base()
+	for _, k := range keys {
+		delete(attrs, k)
+	}
+	return attrs
+}
+
+func TestParseAcceptsValidAttributes(t *testing.T) {
+	gid := int64(2000)
+	cases := []struct {
+		name  string
+		attrs map[string]string
+		check func(t *testing.T, s *Spec)
+	}{
+		{"defaults give an ECDSA P-256 TLS certificate for a day from the pod's namespaced Issuer", base(), func(t *testing.T, s *Spec) {
+			want := request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "ca"}
+			eq(t, s.Issuer, want)
+			eq(t, s.Key, Key{Algorithm: keystore.ECDSA, Size: 256, Encoding: keystore.PKCS8})
+			eq(t, s.Duration, 24*time.Hour)
+			eq(t, s.RenewBefore, time.Duration(0))
+			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "server auth", "client auth"})
+			eq(t, s.Files, Files{Certificate: "tls.crt", PrivateKey: "tls.key", CA: "ca.crt"})
+			eq(t, s.Pod, Pod{Name: "web-0", Namespace: "shop", UID: "0b6c4a1e-8f1e-4c59-a7d0-6d1f8f3c0d11", ServiceAccountName: "web"})
+			if s.FSGroup != nil || s.PKCS12 != nil || s.JKS != nil || s.IsCA {
+				t.Errorf("optional features on by default: %+v", s)
+			}
+		}},
+		{"issuer-kind ClusterIssuer names a cluster-scoped issuer", with(IssuerKind, "ClusterIssuer"), func(t *testing.T, s *Spec) {
+			eq(t, s.Issuer, request.IssuerRef{Kind: request.KindClusterIssuer, Name: "ca"})
+			eq(t, s.Issuer.SignerName(), "clusterissuers.certmint.io/ca")
+		}},
+		{"issuer-kind Issuer is the default spelled out", with(IssuerKind, "Issuer"), func(t *testing.T, s *Spec) {
+			eq(t, s.Issuer.SignerName(), "issuers.certmint.io/shop.ca")
+		}},
+		{"subject fields fill the subject", with(
+			Organizations, "Example Corp, Other", OrganizationalUnits, "${POD_NAMESPACE}", Countries, "DE,FR",
+			Provinces, "Berlin", Localities, "Berlin", StreetAddresses, "Main St 1", PostalCodes, "10115",
+			SerialNumber, "${POD_UID}"), func(t *testing.T, s *Spec) {
+			eq(t, s.Subject, pkix.Name{CommonName: "web", Organization: []string{"Example Corp", "Other"},
+				OrganizationalUnit: []string{"shop"}, Country: []string{"DE", "FR"}, Province: []string{"Berlin"},
+				Locality: []string{"Berlin"}, StreetAddress: []string{"Main St 1"}, PostalCode: []string{"10115"},
+				SerialNumber: "0b6c4a1e-8f1e-4c59-a7d0-6d1f8f3c0d11"})
+		}},
+		{"literal-subject is kept verbatim and gives the common name", with(CommonName, unset, LiteralSubject, `CN=${POD_NAME},O=Example\, Inc.,C=DE`), checkLiteralSubject},
+		{"SANs are parsed and templated", with(DNSNames, "${POD_NAME}.${POD_NAMESPACE}.svc, *.example.com", IPSANs, "10.0.0.1,::1",
+			URISANs, "https://example.com/${SERVICE_ACCOUNT_NAME}", SPIFFEID, "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}"), func(t *testing.T, s *Spec) {
+			eq(t, s.DNSNames, []string{"web-0.shop.svc", "*.example.com"})
+			eq(t, s.IPAddresses, []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("::1")})
+			if len(s.URIs) != 2 || s.URIs[0].String() != "https://example.com/web" || s.URIs[1].String() != "spiffe://cluster.local/ns/shop/sa/web" {
+				t.Errorf("URIs = %v", s.URIs)
+			}
+		}},
+		{"a SPIFFE ID alone is an identity", with(CommonName, unset, SPIFFEID, "spiffe://td/x"), func(t *testing.T, s *Spec) {
+			eq(t, len(s.URIs), 1)
+		}},
+		{"duration and renew-before are parsed", with(Duration, "1h", RenewBefore, "20m"), func(t *testing.T, s *Spec) {
+			eq(t, s.Duration, time.Hour)
+			eq(t, s.RenewBefore, 20*time.Minute)
+		}},
+		{"an RSA key gets key encipherment by default", with(KeyAlgorithm, "RSA"), func(t *testing.T, s *Spec) {
+			eq(t, s.Key, Key{Algorithm: keystore.RSA, Size: 2048, Encoding: keystore.PKCS8})
+			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "key encipherment", "server auth", "client auth"})
+		}},
+		{"RSA keys may use PKCS1 and any size from 2048 to 8192", with(KeyAlgorithm, "RSA", KeySize, "4096", KeyEncoding, "PKCS1"), func(t *testing.T, s *Spec) {
+			eq(t, s.Key, Key{Algorithm: keystore.RSA, Size: 4096, Encoding: keystore.PKCS1})
+		}},
+		{"ECDSA P-384 is chosen by key-size", with(KeySize, "384"), func(t *testing.T, s *Spec) {
+			eq(t, s.Key.Size, 384)
+		}},
+		{"Ed25519 has no size", with(KeyAlgorithm, "Ed25519", ReusePrivateKey, "true"), func(t *testing.T, s *Spec) {
+			eq(t, s.Key, Key{Algorithm: keystore.Ed25519, Encoding: keystore.PKCS8, Reuse: true})
+		}},
+		{"a CA certificate gets cert sign by default", with(IsCA, "true"), func(t *testing.T, s *Spec) {
+			eq(t, s.IsCA, true)
+			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "cert sign", "server auth", "client auth"})
+		}},
+		{"key-usages replace the defaults", with(KeyUsages, "digital signature, Client Auth"), func(t *testing.T, s *Spec) {
+			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "client auth"})
+		}},
+		{"file names, fs-group and keystores are set", with(CertificateFile, "cert.pem", PrivateKeyFile, "key.pem", CAFile, "root.pem",
+			FSGroup, "2000", PKCS12Enable, "true", PKCS12Password, "changeit", JKSEnable, "true", JKSFilename, "app.jks", JKSPassword, "secret1"), func(t *testing.T, s *Spec) {
+			eq(t, s.Files, Files{Certificate: "cert.pem", PrivateKey: "key.pem", CA: "root.pem"})
+			eq(t, s.FSGroup, &gid)
+			eq(t, s.PKCS12, &Keystore{Filename: "keystore.p12", Password: "changeit"})
+			eq(t, s.JKS, &Keystore{Filename: "app.jks", Password: "secret1"})
+		}},
+		{"keys outside the prefix are ignored", with("example.com/other", "x", "csi.storage.k8s.io/future", "y"), nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := Parse(c.attrs)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if c.check != nil {
+				c.check(t, s)
+			}
+		})
+	}
+}
+
+func checkLiteralSubject(t *testing.T, s *Spec) {
+	eq(t, s.LiteralSubject, `CN=web-0,O=Example\, Inc.,C=DE`)
+	eq(t, s.CommonName(), "web-0")
+	var seq pkix.RDNSequence
+	if _, err := asn1.Unmarshal(s.RawSubject, &seq); err != nil {
+		t.Fatal(err)
+	}
+	// DER order is the reverse of the RFC 4514 string order.
+	eq(t, seq.String(), `CN=web-0,O=Example\, Inc.,C=DE`)
+	eq(t, seq[0][0].Value, any("DE"))
+	var name pkix.Name
+	name.FillFromRDNSequence(&seq)
+	eq(t, name.Organization, []string{"Example, Inc."})
+	eq(t, name.Country, []string{"DE"})
+}
+
+func TestParseRejectsInvalidAttributesNamingTheField(t *testing.T) {
+	cases := []struct {
+		name    string
+		attrs   map[string]string
+		key     string // the attribute the error must name
+		message string // a part of the message telling the user what to do
+	}{
+		{"an unknown key under the prefix is a typo", with(Prefix+"dns-name", "x"), Prefix + "dns-name", "unknown attribute"},
+		{"missing pod name means podInfoOnMount is off", without(PodNameKey), PodNameKey, "podInfoOnMount: true"},
+		{"missing pod namespace", without(PodNamespaceKey), PodNamespaceKey, "podInfoOnMount"},
+		{"missing pod UID", without(PodUIDKey), PodUIDKey, "podInfoOnMount"},
+		{"missing ServiceAccount name", without(ServiceAccountNameKey), ServiceAccountNameKey, "podInfoOnMount"},
+		{"issuer-name is required", without(IssuerName), IssuerName, "required"},
+		{"issuer-name must be an object name", with(IssuerName, "My_CA"), IssuerName, "not a valid object name"},
+		{"issuer-name must not be empty", with(IssuerName, " "), IssuerName, "must not be empty"},
+		{"issuer-kind must be Issuer or ClusterIssuer", with(IssuerKind, "clusterissuer"), IssuerKind, `"ClusterIssuer"`},
+		{"common-name longer than 64 characters", with(CommonName, strings.Repeat("a", 65)), CommonName, "at most 64"},
+		{"common-name with an unknown variable", with(CommonName, "${POD_IP}"), CommonName, "unknown variable ${POD_IP}"},
+		{"common-name with an unterminated variable", with(CommonName, "${POD_NAME"), CommonName, "unterminated"},
+		{"no identity at all", without(CommonName), CommonName, "names no identity"},
+		{"literal-subject with common-name", with(LiteralSubject, "CN=x"), LiteralSubject, "cannot be combined with " + CommonName},
+		{"literal-subject that is not a DN", with(CommonName, unset, LiteralSubject, "web"), LiteralSubject, "RFC 4514"},
+		{"literal-subject with an unknown type", with(CommonName, unset, LiteralSubject, "XX=web"), LiteralSubject, "unknown attribute type"},
+		{"literal-subject with hex values", with(CommonName, unset, LiteralSubject, "CN=#0403"), LiteralSubject, "hex-encoded"},
+		{"literal-subject with two common names", with(CommonName, unset, LiteralSubject, "CN=${POD_NAME}+CN=admin,O=x"), LiteralSubject, "more than one CN"},
+		{"literal-subject with a common name in two RDNs", with(CommonName, unset, LiteralSubject, "CN=web,CN=admin"), LiteralSubject, "more than one CN"},
+		{"literal-subject with a bad escape", with(CommonName, unset, LiteralSubject, `CN=a\q`), LiteralSubject, "cannot be escaped"},
+		{"organizations with an empty element", with(Organizations, "a,,b"), Organizations, "empty element"},
+		{"organizational-units with an unknown variable", with(OrganizationalUnits, "${NODE}"), OrganizationalUnits, "unknown variable"},
+		{"countries must be ISO codes", with(Countries, "Germany"), Countries, "two-letter"},
+		{"provinces must not be empty", with(Provinces, ""), Provinces, "must not be empty"},
+		{"localities with an empty element", with(Localities, "a,"), Localities, "empty element"},
+		{"street-addresses with an empty element", with(StreetAddresses, ",a"), StreetAddresses, "empty element"},
+		{"postal-codes must not be empty", with(PostalCodes, ""), PostalCodes, "must not be empty"},
+		{"serial-number with an unknown variable", with(SerialNumber, "${X}"), SerialNumber, "unknown variable"},
+		{"dns-names must be DNS names", with(DNSNames, "web_0.example.com"), DNSNames, "not a valid DNS name"},
+		{"dns-names wildcard must be a whole label", with(DNSNames, "*a.example.com"), DNSNames, "not a valid DNS name"},
+		{"dns-names with an unknown variable", with(DNSNames, "${POD}.svc"), DNSNames, "unknown variable"},
+		{"ip-sans must be IP addresses", with(IPSANs, "10.0.0.256"), IPSANs, "not an IP address"},
+		{"uri-sans must be absolute", with(URISANs, "/path"), URISANs, "absolute URI"},
+		{"spiffe-id must use the spiffe scheme", with(SPIFFEID, "https://td/x"), SPIFFEID, "scheme must be spiffe"},
+		{"spiffe-id must have a trust domain", with(SPIFFEID, "spiffe:///x"), SPIFFEID, "trust domain"},
+		{"spiffe-id must not have a query", with(SPIFFEID, "spiffe://td/x?y=1"), SPIFFEID, "query"},
+		{"spiffe-id repeated in uri-sans", with(SPIFFEID, "spiffe://td/x", URISANs, "spiffe://td/x"), SPIFFEID, "name it once"},
+		{"duration must parse", with(Duration, "1d"), Duration, "must be a duration"},
+		{"duration below the minimum", with(Duration, "5m"), Duration, "minimum is 10m0s"},
+		{"duration beyond what a CSR can carry", with(Duration, "1000000h"), Duration, "too long"},
+		{"renew-before must be shorter than the duration", with(Duration, "1h", RenewBefore, "1h"), RenewBefore, "shorter than the duration"},
+		{"renew-before must be positive", with(RenewBefore, "-1h"), RenewBefore, "positive"},
+		{"renew-before must parse", with(RenewBefore, "soon"), RenewBefore, "must be a duration"},
+		{"is-ca must be true or false", with(IsCA, "yes"), IsCA, `"true" or "false"`},
+		{"key-usages must be known", with(KeyUsages, "server auth,tls"), KeyUsages, `unknown key usage "tls"`},
+		{"key-usages must not repeat", with(KeyUsages, "server auth,server auth"), KeyUsages, "twice"},
+		{"key-algorithm must be known", with(KeyAlgorithm, "DSA"), KeyAlgorithm, `"ECDSA", "RSA" or "Ed25519"`},
+		{"key-size must be a number", with(KeySize, "big"), KeySize, "number of bits"},
+		{"key-size must be a curve size for ECDSA", with(KeySize, "2048"), KeySize, "256, 384 or 521"},
+		{"key-size below the RSA minimum", with(KeyAlgorithm, "RSA", KeySize, "1024"), KeySize, "2048 to 8192"},
+		{"key-size above the RSA maximum", with(KeyAlgorithm, "RSA", KeySize, "16384"), KeySize, "2048 to 8192"},
+		{"key-size for Ed25519", with(KeyAlgorithm, "Ed25519", KeySize, "256"), KeySize, "fixed size"},
+		{"key-encoding must be known", with(KeyEncoding, "DER"), KeyEncoding, `"PKCS8" or "PKCS1"`},
+		{"key-encoding PKCS1 needs RSA", with(KeyEncoding, "PKCS1"), KeyEncoding, "RSA keys only"},
+		{"reuse-private-key must be true or false", with(ReusePrivateKey, "1"), ReusePrivateKey, `"true" or "false"`},
+		{"certificate-file must not have a directory", with(CertificateFile, "../tls.crt"), CertificateFile, "without a directory"},
+		{"privatekey-file must not start with ..", with(PrivateKeyFile, "..data"), PrivateKeyFile, "reserved"},
+		{"ca-file must not clash with another file", with(CAFile, "tls.crt"), CAFile, "also used by " + CertificateFile},
+		{"fs-group must be a group ID", with(FSGroup, "wheel"), FSGroup, "group ID"},
+		{"fs-group must not be negative", with(FSGroup, "-1"), FSGroup, "group ID"},
+		{"pkcs12-enable must be true or false", with(PKCS12Enable, "on"), PKCS12Enable, `"true" or "false"`},
+		{"pkcs12-password is required", with(PKCS12Enable, "true"), PKCS12Password, "required when"},
+		{"pkcs12-filename without pkcs12-enable", with(PKCS12Filename, "a.p12"), PKCS12Filename, "has no effect unless " + PKCS12Enable},
+		{"pkcs12-password without pkcs12-enable", with(PKCS12Password, "x"), PKCS12Password, "has no effect"},
+		{"pkcs12-filename must be a file name", with(PKCS12Enable, "true", PKCS12Password, "x", PKCS12Filename, "a/b.p12"), PKCS12Filename, "without a directory"},
+		{"jks-enable must be true or false", with(JKSEnable, "True"), JKSEnable, `"true" or "false"`},
+		{"jks-password is required", with(JKSEnable, "true"), JKSPassword, "required when"},
+		{"jks-filename without jks-enable", with(JKSFilename, "a.jks"), JKSFilename, "has no effect"},
+		{"jks-password without jks-enable", with(JKSPassword, "x"), JKSPassword, "has no effect"},
+		{"jks-filename must not clash with pkcs12-filename", with(PKCS12Enable, "true", PKCS12Password, "x", JKSEnable, "true", JKSPassword, "x",
+			JKSFilename, "keystore.p12"), JKSFilename, "also used by " + PKCS12Filename},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(c.attrs)
+			var aerr *Error
+			if !errors.As(err, &aerr) {
+				t.Fatalf("Parse(%v) = %v, want *Error", c.attrs, err)
+			}
+			for _, f := range aerr.Fields {
+				if f.Key == c.key && strings.Contains(f.Message, c.message) {
+					if !strings.Contains(err.Error(), `volumeAttributes["`+c.key+`"]: `) {
+						t.Errorf("error %q does not name %s as a pod spec field", err, c.key)
+					}
+					return
+				}
+			}
+			t.Errorf("error %q has no problem with %s containing %q", err, c.key, c.message)
+		})
+	}
+}
+
+// Every attribute the documentation lists must be exercised by a rejecting
+// case above; this keeps new attributes from arriving untested.
+func TestEveryAttributeHasAnErrorCase(t *testing.T) {
+	tested := map[string]bool{}
+	data, err := os.ReadFile("spec_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(data)
+	start := strings.Index(src, "func TestParseRejectsInvalidAttributesNamingTheField")
+	end := start + strings.Index(src[start:], "\n}\n")
+	src = src[start:end]
+	for k := range known {
+		name := strings.TrimPrefix(k, Prefix)
+		if strings.Contains(src, `{"`+name) {
+			tested[k] = true
+		}
+	}
+	for k := range known {
+		if !tested[k] {
+			t.Errorf("no rejecting case named after %s", k)
+		}
+	}
+}
+
+func TestParseReportsEveryProblemAtOnce(t *testing.T) {
+	_, err := Parse(with(Duration, "1d", KeyAlgorithm, "DSA", Prefix+"typo", "x"))
+	var aerr *Error
+	if !errors.As(err, &aerr) || len(aerr.Fields) != 3 {
+		t.Fatalf("got %v, want three field errors", err)
+	}
+}
+
+func TestParseDoesNotModifyItsInput(t *testing.T) {
+	attrs := with(DNSNames, "${POD_NAME}")
+	before := maps.Clone(attrs)
+	if _, err := Parse(attrs); err != nil {
+		t.Fatal(err)
+	}
+	eq(t, attrs, before)
+}
+
+func TestRedactedHidesPasswordsAndTokens(t *testing.T) {
+	got := Redacted(with(PKCS12Password, "p1", JKSPassword, "p2", ServiceAccountTokensKey, `{"aud":{"token":"t"}}`))
+	for _, k := range []string{PKCS12Password, JKSPassword, ServiceAccountTokensKey} {
+		if got[k] != "[redacted]" {
+			t.Errorf("%s = %q", k, got[k])
+		}
+	}
+	eq(t, got[IssuerName], "ca")
+	if _, ok := Stored(with(ServiceAccountTokensKey, "t"))[ServiceAccountTokensKey]; ok {
+		t.Error("Stored kept the ServiceAccount tokens")
+	}
+}
+
+func eq[T any](t *testing.T, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,397 @@
+// Package manager issues the certificates of the node's volumes: it turns
+// volume attributes into a key and a CertificateSigningRequest, waits for
+// the certificate, checks it, and has storage write and mount the files.
+//
+// It knows no gRPC: pkg/csi maps its errors to status codes.
+package manager
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/certmint/certmint/pkg/attributes"
+	"github.com/certmint/certmint/pkg/csr"
+	"github.com/certmint/certmint/pkg/keystore"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/request"
+	"github.com/certmint/certmint/pkg/storage"
+)
+
+// Errors callers classify with errors.Is. Invalid attributes come as an
+// *attributes.Error.
+var (
+	// ErrInProgress: another call is working on the same volume.
+	ErrInProgress = errors.New("an operation on this volume is already in progress")
+	// ErrDenied: the issuer refused the request; the message says why.
+	ErrDenied = errors.New("certificate request denied")
+)
+
+// Storage is what the manager needs of the node's volume storage.
+type Storage interface {
+	PrepareVolume(volumeID string) error
+	WriteFiles(volumeID string, files map[string]storage.File, gid *int64) error
+	ReadFile(volumeID, name string) ([]byte, error)
+	Publish(volumeID, target string) error
+	IsPublished(target string) (bool, error)
+	Unpublish(target string) error
+	RemoveVolume(volumeID string) error
+	SaveState(st *storage.State) error
+}
+
+var _ Storage = (*storage.Store)(nil)
+
+// Options configure a Manager.
+type Options struct {
+	// Storage holds volume files and state. Required.
+	Storage Storage
+	// Requester gets certificates signed. Required.
+	Requester csr.Requester
+	// Trust gives each issuer's trust bundle, the volumes' CA file. Required.
+	Trust TrustSource
+	// Clock; nil means the real clock.
+	Clock clock.PassiveClock
+	// Logger; zero discards.
+	Logger logr.Logger
+	// Metrics; nil records nothing.
+	Metrics *Metrics
+}
+
+// Manager publishes and unpublishes volumes.
+type Manager struct {
+	store     Storage
+	requester csr.Requester
+	trust     TrustSource
+	clock     clock.PassiveClock
+	log       logr.Logger
+	metrics   *Metrics
+
+	mu       sync.Mutex
+	inFlight map[string]bool
+}
+
+// New returns a Manager.
+func New(opts Options) (*Manager, error) {
+	switch {
+	case opts.Storage == nil:
+		return nil, errors.New("manager: Storage is required")
+	case opts.Requester == nil:
+		return nil, errors.New("manager: Requester is required")
+	case opts.Trust == nil:
+		return nil, errors.New("manager: Trust is required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	return &Manager{
+		store: opts.Storage, requester: opts.Requester, trust: opts.Trust, clock: opts.Clock,
+		log: opts.Logger, metrics: opts.Metrics, inFlight: map[string]bool{},
+	}, nil
+}
+
+// PublishRequest is one volume to publish.
+type PublishRequest struct {
+	VolumeID   string
+	TargetPath string
+	// Attributes is the volume context, as the kubelet passed it.
+	Attributes map[string]string
+	// MountGroup is the pod's fsGroup the kubelet delegates to the driver;
+	// nil if the pod has none. An fs-group attribute takes precedence.
+	MountGroup *int64
+}
+
+// lock claims volumeID for one operation; the kubelet may retry a call that
+// timed out while the first is still running.
+func (m *Manager) lock(volumeID string) (unlock func(), err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inFlight[volumeID] {
+		return nil, ErrInProgress
+	}
+	m.inFlight[volumeID] = true
+	return func() {
+		m.mu.Lock()
+		delete(m.inFlight, volumeID)
+		m.mu.Unlock()
+	}, nil
+}
+
+// Publish issues the volume's certificate, writes its files and mounts them
+// read-only at the target path. A volume already mounted there is left as it
+// is.
+func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
+	spec, err := attributes.Parse(req.Attributes)
+	if err != nil {
+		return err
+	}
+	unlock, err := m.lock(req.VolumeID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	log := m.log.WithValues(logkeys.VolumeID, req.VolumeID, logkeys.PodNamespace, spec.Pod.Namespace,
+		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+	if published, err := m.store.IsPublished(req.TargetPath); err != nil {
+		return fmt.Errorf("checking target path: %w", err)
+	} else if published {
+		log.V(1).Info("Volume already published")
+		return nil
+	}
+
+	if err := m.store.PrepareVolume(req.VolumeID); err != nil {
+		return err
+	}
+	defer func() {
+		// Nothing of a volume that failed to publish may stay behind: the
+		// kubelet retries with a fresh call, or gives up without calling
+		// NodeUnpublishVolume.
+		if err != nil {
+			if cerr := errors.Join(m.store.Unpublish(req.TargetPath), m.store.RemoveVolume(req.VolumeID)); cerr != nil {
+				log.Error(cerr, "Cleaning up after a failed publish")
+			}
+		}
+	}()
+
+	gid := spec.FSGroup
+	if gid == nil {
+		gid = req.MountGroup
+	}
+	cert, err := m.issue(ctx, log, req.VolumeID, spec, gid)
+	if err != nil {
+		return err
+	}
+	st := &storage.State{
+		VolumeID:   req.VolumeID,
+		TargetPath: req.TargetPath,
+		Attributes: attributes.Stored(req.Attributes),
+		NotBefore:  cert.NotBefore,
+		NotAfter:   cert.NotAfter,
+		RenewAt:    RenewAt(cert.NotBefore, cert.NotAfter, spec.RenewBefore),
+	}
+	if req.MountGroup != nil {
+		st.MountGroup = strconv.FormatInt(*req.MountGroup, 10)
+	}
+	if err := m.store.SaveState(st); err != nil {
+		return err
+	}
+	if err := m.store.Publish(req.VolumeID, req.TargetPath); err != nil {
+		return err
+	}
+	log.Info("Volume published", logkeys.NotAfter, cert.NotAfter)
+	return nil
+}
+
+// RenewAt is when a certificate valid from notBefore to notAfter should be
+// renewed: renewBefore ahead of expiry, or at two thirds of its lifetime if
+// renewBefore is zero.
+func RenewAt(notBefore, notAfter time.Time, renewBefore time.Duration) time.Time {
+	if renewBefore > 0 {
+		return notAfter.Add(-renewBefore)
+	}
+	return notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
+}
+
+// issue gets a certificate for spec and writes the volume's files. It
+// returns the leaf certificate.
+func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, spec *attributes.Spec, gid *int64) (*x509.Certificate, error) {
+	start := m.clock.Now()
+	// An issuer without a trust bundle is unknown or not Ready yet: asking
+	// it for a certificate would only wait until the kubelet gives up.
+	if _, err := m.trust.CABundle(ctx, spec.Issuer); err != nil {
+		return nil, err
+	}
+	key, err := m.privateKey(volumeID, spec)
+	if err != nil {
+		return nil, err
+	}
+	csrObj, err := buildCSR(volumeID, spec, key)
+	if err != nil {
+		return nil, err
+	}
+	requested := m.clock.Now()
+	pemChain, err := m.requester.Request(ctx, csrObj)
+	m.metrics.observeIssuance(err, m.clock.Since(requested))
+	if err != nil {
+		var denied *csr.DeniedError
+		var failed *csr.FailedError
+		switch {
+		case errors.As(err, &denied):
+			return nil, fmt.Errorf("%w by %s (CertificateSigningRequest %s): %s", ErrDenied, spec.Issuer, denied.Name, denied.Detail())
+		case errors.As(err, &failed):
+			return nil, fmt.Errorf("%s failed to sign (CertificateSigningRequest %s): %s", spec.Issuer, failed.Name, failed.Detail())
+		}
+		return nil, err
+	}
+	chain, err := parseChain(pemChain)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyIssued(spec, key.Public(), chain, m.clock.Now()); err != nil {
+		return nil, fmt.Errorf("the certificate issued by %s does not match the request: %w", spec.Issuer, err)
+	}
+	// Read again: the bundle may have changed while the request waited, and
+	// the certificate must verify against the one the pod gets.
+	ca, err := m.trust.CABundle(ctx, spec.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyTrusted(chain, ca, m.clock.Now()); err != nil {
+		return nil, fmt.Errorf("the certificate issued by %s does not verify against its trust bundle: %w", spec.Issuer, err)
+	}
+	files, err := m.files(spec, key, chain, ca, gid != nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.store.WriteFiles(volumeID, files, gid); err != nil {
+		return nil, err
+	}
+	log.V(1).Info("Certificate issued", logkeys.Duration, m.clock.Since(start).String())
+	return chain[0], nil
+}
+
+// privateKey returns the volume's key: the one it has if reuse-private-key
+// is set and that key still fits the attributes, else a new one.
+func (m *Manager) privateKey(volumeID string, spec *attributes.Spec) (crypto.Signer, error) {
+	if spec.Key.Reuse {
+		if data, err := m.store.ReadFile(volumeID, spec.Files.PrivateKey); err == nil {
+			if key, err := keystore.DecodePrivateKey(data); err == nil {
+				if alg, size, err := keystore.Describe(key.Public()); err == nil && alg == spec.Key.Algorithm && size == spec.Key.Size {
+					return key, nil
+				}
+			}
+		}
+	}
+	key, err := keystore.Generate(spec.Key.Algorithm, spec.Key.Size)
+	if err != nil {
+		return nil, fmt.Errorf("generating private key: %w", err)
+	}
+	return key, nil
+}
+
+var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
+
+// buildCSR makes the CertificateSigningRequest object for spec, signed with
+// key. Labels and annotations name the pod and volume for the controller,
+// which checks them against what the API server stamps on the request.
+func buildCSR(volumeID string, spec *attributes.Spec, key crypto.Signer) (*certificatesv1.CertificateSigningRequest, error) {
+	tmpl := &x509.CertificateRequest{
+		RawSubject:  spec.RawSubject,
+		DNSNames:    spec.DNSNames,
+		IPAddresses: spec.IPAddresses,
+		URIs:        spec.URIs,
+	}
+	if tmpl.RawSubject == nil {
+		tmpl.Subject = spec.Subject
+	}
+	if spec.IsCA {
+		// X.509 CSRs carry the CA request as a basicConstraints extension.
+		bc, err := asn1.Marshal(struct {
+			IsCA bool `asn1:"optional"`
+		}{true})
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: oidBasicConstraints, Critical: true, Value: bc})
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating certificate request: %w", err)
+	}
+	seconds := int32(spec.Duration / time.Second)
+	return &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{
+			Labels: map[string]string{request.LabelPodUID: spec.Pod.UID},
+			Annotations: map[string]string{
+				request.AnnotationPodName:      spec.Pod.Name,
+				request.AnnotationPodNamespace: spec.Pod.Namespace,
+				request.AnnotationVolumeID:     volumeID,
+			},
+		},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			SignerName:        spec.Issuer.SignerName(),
+			ExpirationSeconds: &seconds,
+			Usages:            spec.Usages,
+		},
+	}, nil
+}
+
+// files encodes the volume's file set. Files are 0440 when a group shares
+// them with the pod, else 0400.
+func (m *Manager) files(spec *attributes.Spec, key crypto.Signer, chain, ca []*x509.Certificate, shared bool) (map[string]storage.File, error) {
+	mode := storageModeOwner
+	if shared {
+		mode = storageModeGroup
+	}
+	keyPEM, err := keystore.EncodePrivateKey(key, spec.Key.Encoding)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]storage.File{
+		spec.Files.Certificate: {Data: encodeCerts(chain), Mode: mode},
+		spec.Files.PrivateKey:  {Data: keyPEM, Mode: mode},
+		spec.Files.CA:          {Data: encodeCerts(ca), Mode: mode},
+	}
+	if spec.PKCS12 != nil {
+		data, err := keystore.PKCS12(key, chain, ca, spec.PKCS12.Password)
+		if err != nil {
+			return nil, err
+		}
+		files[spec.PKCS12.Filename] = storage.File{Data: data, Mode: mode}
+	}
+	if spec.JKS != nil {
+		data, err := keystore.JKS(key, chain, ca, spec.JKS.Password, m.clock.Now())
+		if err != nil {
+			return nil, err
+		}
+		files[spec.JKS.Filename] = storage.File{Data: data, Mode: mode}
+	}
+	return files, nil
+}
+
+const (
+	storageModeOwner os.FileMode = 0o400
+	storageModeGroup os.FileMode = 0o440
+)
+
+func encodeCerts(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// Unpublish unmounts the target path and removes everything of the volume.
+// Unpublishing a volume that is gone is not an error.
+func (m *Manager) Unpublish(ctx context.Context, volumeID, targetPath string) error {
+	unlock, err := m.lock(volumeID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := m.store.Unpublish(targetPath); err != nil {
+		return err
+	}
+	if err := m.store.RemoveVolume(volumeID); err != nil {
+		return err
+	}
+	m.log.Info("Volume unpublished", logkeys.VolumeID, volumeID)
+	return nil
+}

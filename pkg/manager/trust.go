@@ -1,0 +1,146 @@
+package manager
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/request"
+)
+
+// ErrNoTrustBundle: the issuer's trust bundle cannot be had now. The issuer
+// does not exist, has not published a bundle yet, or the driver has not
+// loaded the issuers yet; a later attempt may succeed.
+var ErrNoTrustBundle = errors.New("no trust bundle")
+
+// TrustSource gives the CA certificates written to a volume's CA file: the
+// ones relying parties trust for certificates of the issuer.
+type TrustSource interface {
+	// CABundle returns the issuer's trust bundle, never empty. A miss (an
+	// unknown issuer, or one without a bundle) is an error wrapping
+	// ErrNoTrustBundle that names the issuer.
+	CABundle(ctx context.Context, issuer request.IssuerRef) ([]*x509.Certificate, error)
+}
+
+var _ TrustSource = (*IssuerTrust)(nil)
+
+// The issuer resources the controller publishes trust bundles on.
+var (
+	issuersResource        = v1alpha1.SchemeGroupVersion.WithResource("issuers")
+	clusterIssuersResource = v1alpha1.SchemeGroupVersion.WithResource("clusterissuers")
+)
+
+// IssuerTrust serves each issuer's status.trustBundle from a cache kept by
+// one watch on Issuers and one on ClusterIssuers, so a publish costs no API
+// request.
+type IssuerTrust struct {
+	issuers, clusterIssuers cache.SharedIndexInformer
+}
+
+// NewIssuerTrust returns an IssuerTrust reading through client; call Run
+// before CABundle.
+func NewIssuerTrust(client dynamic.Interface) (*IssuerTrust, error) {
+	t := &IssuerTrust{
+		issuers:        dynamicinformer.NewFilteredDynamicInformer(client, issuersResource, "", 0, cache.Indexers{}, nil).Informer(),
+		clusterIssuers: dynamicinformer.NewFilteredDynamicInformer(client, clusterIssuersResource, "", 0, cache.Indexers{}, nil).Informer(),
+	}
+	for _, inf := range []cache.SharedIndexInformer{t.issuers, t.clusterIssuers} {
+		if err := inf.SetTransform(trustOnly); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// trustOnly keeps of an issuer only what the driver reads, so the cache of
+// every issuer in the cluster stays small on each node. It is called again
+// on objects it already transformed, and passes those through.
+func trustOnly(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	// The CRD's schema makes the bundle a string. Anything else counts as
+	// no bundle, rather than an error that would stop the whole watch.
+	bundle, _, _ := unstructured.NestedString(u.Object, "status", "trustBundle")
+	status := v1alpha1.IssuerStatus{TrustBundle: bundle}
+	if u.GetNamespace() == "" {
+		c := &v1alpha1.ClusterIssuer{Status: status}
+		c.Name = u.GetName()
+		return c, nil
+	}
+	i := &v1alpha1.Issuer{Status: status}
+	i.Name, i.Namespace = u.GetName(), u.GetNamespace()
+	return i, nil
+}
+
+// Run keeps the cache until ctx ends.
+func (t *IssuerTrust) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { t.clusterIssuers.RunWithContext(ctx) })
+	t.issuers.RunWithContext(ctx)
+	wg.Wait()
+}
+
+// HasSynced reports whether both watches are established.
+func (t *IssuerTrust) HasSynced() bool {
+	return t.issuers.HasSynced() && t.clusterIssuers.HasSynced()
+}
+
+// CABundle implements TrustSource.
+func (t *IssuerTrust) CABundle(_ context.Context, issuer request.IssuerRef) ([]*x509.Certificate, error) {
+	if !t.HasSynced() {
+		return nil, fmt.Errorf("%w for %s: the driver has not loaded the issuers yet", ErrNoTrustBundle, issuer)
+	}
+	inf := t.issuers
+	if issuer.Kind == request.KindClusterIssuer {
+		inf = t.clusterIssuers
+	}
+	obj, exists, err := inf.GetIndexer().GetByKey(cache.NewObjectName(issuer.Namespace, issuer.Name).String())
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, fmt.Errorf("%w for %s: the issuer does not exist", ErrNoTrustBundle, issuer)
+	}
+	gi, ok := obj.(v1alpha1.GenericIssuer)
+	if !ok {
+		return nil, fmt.Errorf("unexpected %T in the cache of issuers", obj)
+	}
+	return parseBundle(issuer, gi.GetStatus().TrustBundle)
+}
+
+// parseBundle decodes a status.trustBundle: PEM CA certificates, at least
+// one.
+func parseBundle(issuer request.IssuerRef, bundle string) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := []byte(bundle)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%w for %s: status.trustBundle holds a PEM block %q", ErrNoTrustBundle, issuer, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w for %s: status.trustBundle: %w", ErrNoTrustBundle, issuer, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%w for %s: its status.trustBundle is empty (the controller publishes it once the issuer is Ready)", ErrNoTrustBundle, issuer)
+	}
+	return certs, nil
+}

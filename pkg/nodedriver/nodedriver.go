@@ -1,0 +1,251 @@
+// Package nodedriver wires the certmint node driver together: API clients,
+// CSR watch, issuer trust bundle cache, storage, issuance manager, CSI
+// server, kubelet registration, health and metrics endpoints. It is the one
+// place that knows them all.
+package nodedriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/certmint/certmint/pkg/csi"
+	"github.com/certmint/certmint/pkg/csr"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/manager"
+	"github.com/certmint/certmint/pkg/registration"
+	"github.com/certmint/certmint/pkg/request"
+	"github.com/certmint/certmint/pkg/storage"
+)
+
+// Options configure the node driver. The zero value of an optional field
+// turns its feature off.
+type Options struct {
+	// Endpoint is the CSI unix socket ("unix:///path" or "/path"). Required.
+	Endpoint string
+	// KubeletEndpoint is the CSI socket's path as the kubelet sees it, when
+	// the driver runs in a container with another view; defaults to
+	// Endpoint's path.
+	KubeletEndpoint string
+	// NodeName is this node's name. Required.
+	NodeName string
+	// Kubeconfig is a kubeconfig file; empty means in-cluster credentials
+	// (the pod's own ServiceAccount token, bound to the pod).
+	Kubeconfig string
+	// StateDir holds volume state that survives restarts. Required.
+	StateDir string
+	// DataRoot holds the per-volume tmpfs directories. Required.
+	DataRoot string
+	// PluginRegistrationDir is the kubelet's plugins_registry directory;
+	// empty disables registration.
+	PluginRegistrationDir string
+	// HealthAddr serves /healthz; empty disables it.
+	HealthAddr string
+	// MetricsAddr serves /metrics; empty disables it. It may equal
+	// HealthAddr.
+	MetricsAddr string
+	// KubeAPIQPS and KubeAPIBurst limit the driver's API requests; zero
+	// means DefaultKubeAPIQPS and DefaultKubeAPIBurst.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
+	// Version is reported to the kubelet.
+	Version string
+	// Logger; zero discards.
+	Logger logr.Logger
+}
+
+// Each publish makes two API requests (create and delete a CSR). client-go's
+// default of 5 per second would make a node starting 20 pods wait seconds;
+// these allow a full node's pods to start at once.
+const (
+	DefaultKubeAPIQPS   = 50
+	DefaultKubeAPIBurst = 100
+)
+
+// shutdownTimeout bounds how long calls in progress may finish on exit.
+const shutdownTimeout = 30 * time.Second
+
+// Run runs the node driver until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	switch {
+	case opts.Endpoint == "":
+		return errors.New("an endpoint is required")
+	case opts.NodeName == "":
+		return errors.New("a node name is required")
+	case opts.StateDir == "" || opts.DataRoot == "":
+		return errors.New("a state directory and a data root are required")
+	}
+	log := opts.Logger
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", opts.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("loading API server credentials: %w", err)
+	}
+	cfg.UserAgent = "certmint-csi-driver/" + opts.Version
+	// Protobuf costs the API server and the node less CPU than JSON, and
+	// every publish waits on these calls.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
+	if cfg.QPS == 0 {
+		cfg.QPS = DefaultKubeAPIQPS
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = DefaultKubeAPIBurst
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// Issuers are custom resources: the dynamic client speaks JSON to them
+	// whatever the content type above.
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	requester, err := csr.New(csr.Options{Client: client, NodeName: opts.NodeName, Logger: log.WithName("csr")})
+	if err != nil {
+		return err
+	}
+	store, err := storage.New(storage.Options{DataRoot: opts.DataRoot, StateDir: opts.StateDir, Mounter: storage.NewMounter()})
+	if err != nil {
+		return err
+	}
+	trust, err := manager.NewIssuerTrust(dyn)
+	if err != nil {
+		return err
+	}
+	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust,
+		Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	ready := func() bool { return requester.HasSynced() && trust.HasSynced() }
+	driver, err := csi.NewDriver(csi.Options{NodeID: opts.NodeName, Publisher: mgr, Version: opts.Version, Ready: ready})
+	if err != nil {
+		return err
+	}
+	server, err := csi.Listen(opts.Endpoint, driver, log.WithName("csi"), reg)
+	if err != nil {
+		return fmt.Errorf("listening on the CSI endpoint: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	// fail stops what already runs before returning a setup error.
+	fail := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
+	g.Go(func() error { requester.Run(ctx); return nil })
+	g.Go(func() error { trust.Run(ctx); return nil })
+	g.Go(server.Serve)
+	g.Go(func() error {
+		<-ctx.Done()
+		stopped := make(chan struct{})
+		go func() { server.Stop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(shutdownTimeout):
+		}
+		return nil
+	})
+	log.Info("Serving CSI", logkeys.Endpoint, server.Path(), logkeys.Node, opts.NodeName)
+
+	health := []func() error{func() error {
+		if !requester.HasSynced() {
+			return errors.New("the watch on CertificateSigningRequests is not established")
+		}
+		return nil
+	}, func() error {
+		if !trust.HasSynced() {
+			return errors.New("the watches on Issuers and ClusterIssuers are not established")
+		}
+		return nil
+	}}
+	if opts.PluginRegistrationDir != "" {
+		kubeletEndpoint := opts.KubeletEndpoint
+		if kubeletEndpoint == "" {
+			kubeletEndpoint = server.Path()
+		}
+		regServer, err := registration.Listen(registration.Options{DriverName: request.DriverName, CSIEndpoint: kubeletEndpoint,
+			Dir: opts.PluginRegistrationDir, Logger: log.WithName("registration")})
+		if err != nil {
+			return fail(fmt.Errorf("listening for kubelet registration: %w", err))
+		}
+		g.Go(regServer.Serve)
+		g.Go(func() error { <-ctx.Done(); regServer.Stop(); return nil })
+		health = append(health, regServer.Healthy)
+	}
+
+	for addr, mux := range httpMuxes(opts, reg, health) {
+		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(fmt.Errorf("listening on %s: %w", addr, err))
+		}
+		g.Go(func() error {
+			if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	return g.Wait()
+}
+
+// httpMuxes returns one mux per listen address, so health and metrics can
+// share a port or not.
+func httpMuxes(opts Options, reg *prometheus.Registry, checks []func() error) map[string]*http.ServeMux {
+	muxes := map[string]*http.ServeMux{}
+	mux := func(addr string) *http.ServeMux {
+		if muxes[addr] == nil {
+			muxes[addr] = http.NewServeMux()
+		}
+		return muxes[addr]
+	}
+	if opts.HealthAddr != "" {
+		mux(opts.HealthAddr).HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			var problems []string
+			for _, check := range checks {
+				if err := check(); err != nil {
+					problems = append(problems, err.Error())
+				}
+			}
+			if len(problems) > 0 {
+				http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok\n"))
+		})
+	}
+	if opts.MetricsAddr != "" {
+		mux(opts.MetricsAddr).Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	}
+	return muxes
+}
