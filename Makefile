@@ -33,6 +33,12 @@ verify: ## Fail on unformatted code, vet findings, stale generated files or an u
 test: deps kube-binaries ## Run unit, integration and end-to-end tests (needs root).
 	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -timeout $(TEST_TIMEOUT) ./...
 
+.PHONY: bench
+bench: deps kube-binaries ## Run the benchmarks against a real kube-apiserver and print their figures.
+	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -run '^$$' -bench NodePublishVolume -benchtime 300x ./test/integration/driver/
+	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -run '^$$' -bench Issuance -benchtime 1000x ./test/integration/controller/
+	$(GO) test -run '^$$' -bench . ./pkg/keystore/
+
 .PHONY: test-unit
 test-unit: ## Run only the tests that need no cluster.
 	$(GO) test -short ./pkg/... ./cmd/...
@@ -47,7 +53,33 @@ deps: ## Install the Debian packages the cluster and tests need (apt-get).
 kube-binaries: ## Build the pinned Kubernetes binaries (cached by version).
 	hack/kube-binaries.sh >/dev/null
 
+.PHONY: cluster-up
+cluster-up: deps kube-binaries ## Start a local two-node cluster in the background (KUBECONFIG=_output/cluster/kubeconfig).
+	$(GO) run ./test/e2e/cmd/cluster up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove everything it, or a crashed run, left.
+	$(GO) run ./test/e2e/cmd/cluster down
+
 .PHONY: demo
 demo: deps kube-binaries ## Start a local two-node cluster and show it working.
 	hack/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Stop the demo's cluster and remove everything it left.
+	$(GO) run ./test/e2e/cmd/cluster down
+
+##@ Deployment
+
+.PHONY: helm
+helm: ## Build the pinned helm (cached by version) and print its directory.
+	hack/helm.sh
+
+.PHONY: helm-lint
+helm-lint: ## Lint the Helm chart in deploy/charts/certmint.
+	"$$(hack/helm.sh)/helm" lint --strict deploy/charts/certmint
+
+.PHONY: deploy-render
+deploy-render: kube-binaries ## Print the manifests of the kustomize base in deploy/.
+	"$$(hack/kube-binaries.sh)/kubectl" kustomize deploy/
 
