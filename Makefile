@@ -62,7 +62,7 @@ cluster-down: ## Stop the local cluster and remove everything it, or a crashed r
 	$(GO) run ./test/e2e/cmd/cluster down
 
 .PHONY: demo
-demo: deps kube-binaries ## Start a local two-node cluster and show it working.
+demo: deps kube-binaries ## Start a local cluster, install certmint, show two pods on different nodes talking mTLS.
 	hack/demo.sh
 
 .PHONY: demo-down
