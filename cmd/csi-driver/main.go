@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/certmint/certmint/pkg/nodedriver"
+	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -34,6 +35,8 @@ func main() {
 	var qps float64
 	flag.Float64Var(&qps, "kube-api-qps", nodedriver.DefaultKubeAPIQPS, "Requests per second the driver may make to the API server.")
 	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", nodedriver.DefaultKubeAPIBurst, "Burst of requests above --kube-api-qps.")
+	flag.Float64Var(&opts.RenewalQPS, "renewal-qps", renewal.DefaultQPS, "Certificate renewals the driver may start per second.")
+	flag.IntVar(&opts.RenewalBurst, "renewal-burst", renewal.DefaultBurst, "Burst of renewals above --renewal-qps.")
 	klog.InitFlags(flag.CommandLine)
 	flag.Parse()
 

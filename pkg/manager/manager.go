@@ -29,6 +29,7 @@ import (
 	"github.com/certmint/certmint/pkg/csr"
 	"github.com/certmint/certmint/pkg/keystore"
 	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
 )
@@ -52,7 +53,18 @@ type Storage interface {
 	Unpublish(target string) error
 	RemoveVolume(volumeID string) error
 	SaveState(st *storage.State) error
+	LoadState(volumeID string) (*storage.State, error)
 }
+
+// Renewals keeps published volumes' certificates renewed.
+type Renewals interface {
+	// Schedule (re)schedules the volume's renewal for its new certificate.
+	Schedule(volumeID string, c renewal.Certificate)
+	// Forget stops renewing the volume, cancelling a renewal in progress.
+	Forget(volumeID string)
+}
+
+var _ Renewals = (*renewal.Scheduler)(nil)
 
 var _ Storage = (*storage.Store)(nil)
 
@@ -70,6 +82,9 @@ type Options struct {
 	Logger logr.Logger
 	// Metrics; nil records nothing.
 	Metrics *Metrics
+	// Renewals is told of every certificate published and every volume
+	// unpublished; nil means certificates are never renewed.
+	Renewals Renewals
 }
 
 // Manager publishes and unpublishes volumes.
@@ -80,6 +95,7 @@ type Manager struct {
 	clock     clock.PassiveClock
 	log       logr.Logger
 	metrics   *Metrics
+	renewals  Renewals
 
 	mu       sync.Mutex
 	inFlight map[string]bool
@@ -100,7 +116,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	return &Manager{
 		store: opts.Storage, requester: opts.Requester, trust: opts.Trust, clock: opts.Clock,
-		log: opts.Logger, metrics: opts.Metrics, inFlight: map[string]bool{},
+		log: opts.Logger, metrics: opts.Metrics, renewals: opts.Renewals, inFlight: map[string]bool{},
 	}, nil
 }
 
@@ -182,7 +198,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 		Attributes: attributes.Stored(req.Attributes),
 		NotBefore:  cert.NotBefore,
 		NotAfter:   cert.NotAfter,
-		RenewAt:    RenewAt(cert.NotBefore, cert.NotAfter, spec.RenewBefore),
+		RenewAt:    renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore),
 	}
 	if req.MountGroup != nil {
 		st.MountGroup = strconv.FormatInt(*req.MountGroup, 10)
@@ -193,18 +209,59 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 	if err := m.store.Publish(req.VolumeID, req.TargetPath); err != nil {
 		return err
 	}
+	if m.renewals != nil {
+		m.renewals.Schedule(req.VolumeID, renewal.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, RenewBefore: spec.RenewBefore})
+	}
 	log.Info("Volume published", logkeys.NotAfter, cert.NotAfter)
 	return nil
 }
 
-// RenewAt is when a certificate valid from notBefore to notAfter should be
-// renewed: renewBefore ahead of expiry, or at two thirds of its lifetime if
-// renewBefore is zero.
-func RenewAt(notBefore, notAfter time.Time, renewBefore time.Duration) time.Time {
-	if renewBefore > 0 {
-		return notAfter.Add(-renewBefore)
+var _ renewal.Renewer = (*Manager)(nil)
+
+// Renew issues a new certificate for a published volume from the attributes
+// in its state, swaps its files for the new ones and updates the state. The
+// mount stays; pods see the new files at once. On error the volume's files
+// are as they were: they are replaced only once the new set is complete and
+// checked.
+func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certificate, error) {
+	unlock, err := m.lock(volumeID)
+	if err != nil {
+		return renewal.Certificate{}, err
 	}
-	return notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
+	defer unlock()
+	st, err := m.store.LoadState(volumeID)
+	if errors.Is(err, os.ErrNotExist) {
+		return renewal.Certificate{}, fmt.Errorf("%w: %v", renewal.ErrVolumeGone, err)
+	} else if err != nil {
+		return renewal.Certificate{}, fmt.Errorf("loading volume state: %w", err)
+	}
+	spec, err := attributes.Parse(st.Attributes)
+	if err != nil {
+		return renewal.Certificate{}, fmt.Errorf("parsing stored attributes: %w", err)
+	}
+	log := m.log.WithValues(logkeys.VolumeID, volumeID, logkeys.PodNamespace, spec.Pod.Namespace,
+		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+	gid := spec.FSGroup
+	if gid == nil && st.MountGroup != "" {
+		g, err := strconv.ParseInt(st.MountGroup, 10, 64)
+		if err != nil {
+			return renewal.Certificate{}, fmt.Errorf("parsing stored mount group: %w", err)
+		}
+		gid = &g
+	}
+	cert, err := m.issue(ctx, log, volumeID, spec, gid)
+	if err != nil {
+		return renewal.Certificate{}, err
+	}
+	st.NotBefore, st.NotAfter = cert.NotBefore, cert.NotAfter
+	st.RenewAt = renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore)
+	// The new files are in place already; a state that failed to save only
+	// holds the old times, which the scheduler does not read.
+	if err := m.store.SaveState(st); err != nil {
+		log.Error(err, "Saving the renewed volume's state")
+	}
+	log.Info("Certificate renewed", logkeys.NotAfter, cert.NotAfter)
+	return renewal.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, RenewBefore: spec.RenewBefore}, nil
 }
 
 // issue gets a certificate for spec and writes the volume's files. It
@@ -381,6 +438,11 @@ func encodeCerts(certs []*x509.Certificate) []byte {
 // Unpublish unmounts the target path and removes everything of the volume.
 // Unpublishing a volume that is gone is not an error.
 func (m *Manager) Unpublish(ctx context.Context, volumeID, targetPath string) error {
+	// First, so that a renewal in progress is cancelled and lets go of the
+	// volume; were this call to fail, the kubelet retries it.
+	if m.renewals != nil {
+		m.renewals.Forget(volumeID)
+	}
 	unlock, err := m.lock(volumeID)
 	if err != nil {
 		return err

@@ -129,7 +129,7 @@ func TestPublishWritesKeystoresAndStateWithoutSecrets(t *testing.T) {
 	}
 }
 
-func TestPublishReusesTheKeyOnlyWhenAsked(t *testing.T) {
+func TestRenewalReusesTheKeyOnlyWhenAsked(t *testing.T) {
 	for _, reuse := range []bool{true, false} {
 		m, store := newManager(t, &signNow{})
 		flag := "false"
@@ -141,9 +141,7 @@ func TestPublishReusesTheKeyOnlyWhenAsked(t *testing.T) {
 			t.Fatal(err)
 		}
 		first, _ := store.ReadFile("csi-1", "tls.key")
-		// Issue again into the same volume, as renewal will.
-		spec, _ := attributes.Parse(req.Attributes)
-		if _, err := m.issue(context.Background(), m.log, "csi-1", spec, nil); err != nil {
+		if _, err := m.Renew(context.Background(), "csi-1"); err != nil {
 			t.Fatal(err)
 		}
 		second, _ := store.ReadFile("csi-1", "tls.key")

@@ -170,13 +170,3 @@ func TestParseChainRejectsWhatIsNotACertificateChain(t *testing.T) {
 		}
 	}
 }
-
-func TestRenewAt(t *testing.T) {
-	nb, na := now, now.Add(30*time.Hour)
-	if got := RenewAt(nb, na, 0); !got.Equal(now.Add(20 * time.Hour)) {
-		t.Errorf("default renewal at %v, want two thirds of the lifetime", got)
-	}
-	if got := RenewAt(nb, na, time.Hour); !got.Equal(na.Add(-time.Hour)) {
-		t.Errorf("renew-before 1h renews at %v", got)
-	}
-}

@@ -1,7 +1,7 @@
 // Package nodedriver wires the certmint node driver together: API clients,
-// CSR watch, issuer trust bundle cache, storage, issuance manager, CSI
-// server, kubelet registration, health and metrics endpoints. It is the one
-// place that knows them all.
+// CSR watch, issuer trust bundle cache, storage, issuance manager,
+// certificate renewal, CSI server, kubelet registration, health and metrics
+// endpoints. It is the one place that knows them all.
 package nodedriver
 
 import (
@@ -27,6 +27,7 @@ import (
 	"github.com/certmint/certmint/pkg/logkeys"
 	"github.com/certmint/certmint/pkg/manager"
 	"github.com/certmint/certmint/pkg/registration"
+	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
 )
@@ -61,6 +62,11 @@ type Options struct {
 	// means DefaultKubeAPIQPS and DefaultKubeAPIBurst.
 	KubeAPIQPS   float32
 	KubeAPIBurst int
+	// RenewalQPS and RenewalBurst limit how many certificate renewals start
+	// per second on this node; zero means renewal.DefaultQPS and
+	// renewal.DefaultBurst.
+	RenewalQPS   float64
+	RenewalBurst int
 	// Version is reported to the kubelet.
 	Version string
 	// Logger; zero discards.
@@ -132,8 +138,13 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	renewals, err := renewal.New(renewal.Options{QPS: opts.RenewalQPS, Burst: opts.RenewalBurst,
+		Logger: log.WithName("renewal"), Metrics: renewal.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
 	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust,
-		Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg)})
+		Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg), Renewals: renewals})
 	if err != nil {
 		return err
 	}
@@ -158,6 +169,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.Go(func() error { requester.Run(ctx); return nil })
 	g.Go(func() error { trust.Run(ctx); return nil })
+	g.Go(func() error { renewals.Run(ctx, mgr); return nil })
 	g.Go(server.Serve)
 	g.Go(func() error {
 		<-ctx.Done()

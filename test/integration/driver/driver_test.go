@@ -280,8 +280,10 @@ func TestKubeletCanRegisterTheDriverAndMetricsAreServed(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(body), "certmint_driver_csi_call_duration_seconds") {
-		t.Error("/metrics lacks the CSI call metrics")
+	for _, metric := range []string{"certmint_driver_csi_call_duration_seconds", "certmint_driver_renewals_total"} {
+		if !strings.Contains(string(body), metric) {
+			t.Errorf("/metrics lacks %s", metric)
+		}
 	}
 }
 
