@@ -31,7 +31,7 @@ verify: ## Fail on unformatted code, vet findings, stale generated files or an u
 
 .PHONY: test
 test: deps kube-binaries ## Run unit, integration and end-to-end tests (needs root).
-	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -timeout $(TEST_TIMEOUT) ./...
+	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
 bench: deps kube-binaries ## Run the benchmarks against a real kube-apiserver and print their figures.
