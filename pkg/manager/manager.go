@@ -54,6 +54,7 @@ type Storage interface {
 	RemoveVolume(volumeID string) error
 	SaveState(st *storage.State) error
 	LoadState(volumeID string) (*storage.State, error)
+	ListVolumes() ([]string, error)
 }
 
 // Renewals keeps published volumes' certificates renewed.

@@ -148,6 +148,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// Before serving, so that no CSI call races a volume being resumed.
+	if err := mgr.Resume(ctx); err != nil {
+		return fmt.Errorf("resuming published volumes: %w", err)
+	}
 	ready := func() bool { return requester.HasSynced() && trust.HasSynced() }
 	driver, err := csi.NewDriver(csi.Options{NodeID: opts.NodeName, Publisher: mgr, Version: opts.Version, Ready: ready})
 	if err != nil {

@@ -257,6 +257,25 @@ func (s *Store) SaveState(st *State) error {
 	return nil
 }
 
+// ListVolumes returns the IDs of the volumes that have a state file, in no
+// particular order. A state file left half-written by a crash is a temp
+// file, never listed.
+func (s *Store) ListVolumes() ([]string, error) {
+	entries, err := os.ReadDir(s.stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("listing volume states: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !e.Type().IsRegular() || CheckVolumeID(id) != nil || strings.HasPrefix(id, ".") {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
 // LoadState reads a volume's state; an error wrapping os.ErrNotExist if the
 // volume is unknown.
 func (s *Store) LoadState(volumeID string) (*State, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -131,4 +132,21 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func TestListVolumesListsStatesButNotTempFiles(t *testing.T) {
+	s, _ := newStore(t)
+	for _, id := range []string{"csi-1", "csi-2"} {
+		if err := s.SaveState(&State{VolumeID: id, TargetPath: "/t/" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.stateDir, ".tmp-csi-3-123"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := s.ListVolumes()
+	slices.Sort(ids)
+	if err != nil || !slices.Equal(ids, []string{"csi-1", "csi-2"}) {
+		t.Errorf("ListVolumes() = %v, %v", ids, err)
+	}
 }

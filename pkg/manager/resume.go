@@ -1,0 +1,111 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+
+	"github.com/certmint/certmint/pkg/attributes"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/renewal"
+)
+
+// Resume takes over the volumes an earlier run of the driver published, as
+// their state files record them. Renewal schedules live in memory, so those
+// still mounted are scheduled again; a mount lost while the volume's files
+// remain is made again. The kubelet calls NodeUnpublishVolume only while the
+// driver runs, so a volume whose pod went away in the meantime is removed
+// here, or never.
+//
+// Call it before serving CSI calls. Only failing to list the state files is
+// an error: a volume that cannot be resumed is logged and left as it is.
+func (m *Manager) Resume(ctx context.Context) error {
+	ids, err := m.store.ListVolumes()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		m.resume(ctx, id)
+	}
+	return nil
+}
+
+func (m *Manager) resume(ctx context.Context, volumeID string) {
+	log := m.log.WithValues(logkeys.VolumeID, volumeID)
+	st, err := m.store.LoadState(volumeID)
+	if err == nil && (st.VolumeID != volumeID || st.TargetPath == "") {
+		err = errors.New("the state names another volume or no target path")
+	}
+	if err != nil {
+		log.Error(err, "Skipping a volume whose state cannot be read")
+		return
+	}
+	log = log.WithValues(logkeys.TargetPath, st.TargetPath)
+	published, err := m.store.IsPublished(st.TargetPath)
+	if err != nil {
+		log.Error(err, "Skipping a volume whose target path cannot be checked")
+		return
+	}
+	if !published && !exists(podDir(st.TargetPath, st.Attributes[attributes.PodUIDKey])) {
+		if err := m.Unpublish(ctx, volumeID, st.TargetPath); err != nil {
+			log.Error(err, "Removing a volume whose pod is gone")
+			return
+		}
+		log.Info("Removed a volume whose pod is gone")
+		return
+	}
+
+	spec, err := attributes.Parse(st.Attributes)
+	if err != nil {
+		log.Error(err, "Skipping a volume whose stored attributes are not valid")
+		return
+	}
+	log = log.WithValues(logkeys.PodNamespace, spec.Pod.Namespace, logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+	if !published {
+		// Without its files (the node restarted and took the tmpfs with it)
+		// the volume cannot be mounted, nor renewed: a renewal would write
+		// keys to whatever disk is under the volume's directory. The
+		// kubelet publishes it again, or unpublishes it.
+		if _, err := m.store.ReadFile(volumeID, spec.Files.Certificate); err != nil {
+			log.Error(err, "Volume is not mounted and its files cannot be read; leaving it to the kubelet")
+			return
+		}
+		if !exists(st.TargetPath) {
+			log.Info("Volume's target path is gone while its pod directory exists; leaving it to the kubelet")
+			return
+		}
+		if err := m.store.Publish(volumeID, st.TargetPath); err != nil {
+			log.Error(err, "Mounting again a volume whose mount was lost")
+			return
+		}
+		log.Info("Mounted again a volume whose mount was lost")
+	}
+	if m.renewals != nil {
+		m.renewals.Schedule(volumeID, renewal.Certificate{NotBefore: st.NotBefore, NotAfter: st.NotAfter, RenewBefore: spec.RenewBefore})
+	}
+	log.V(1).Info("Volume resumed", logkeys.NotAfter, st.NotAfter)
+}
+
+// podDir is the directory whose existence shows the kubelet still has the
+// volume's pod: the target path's ancestor named after the pod UID (the
+// kubelet's pods/<uid>/volumes/... layout), else the target's parent, the
+// volume directory the kubelet creates for the driver to mount in.
+func podDir(target, podUID string) string {
+	parent := filepath.Dir(target)
+	if podUID != "" {
+		for dir := parent; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+			if filepath.Base(dir) == podUID {
+				return dir
+			}
+		}
+	}
+	return parent
+}
+
+// exists reports whether path exists. Anything but a clear "does not exist"
+// counts as existing: a volume is never removed on a guess.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}
