@@ -609,41 +609,13 @@ func checkRBAC(t *testing.T, f *framework.Framework) {
 }
 
 func spiffeID(namespace, serviceAccount string) string {
-	return "spiffe://cluster.local/ns/" + namespace + "/sa/" + serviceAccount
+	return deploy.SPIFFEID(namespace, serviceAccount)
 }
 
-// certPod is a testapp pod on node with a certmint volume at /tls from the
-// test's ClusterIssuer, for its own DNS name and SPIFFE ID: names the
-// issuer's default policy allows.
+// certPod is a testapp pod on node with a certmint volume from the test's
+// ClusterIssuer.
 func certPod(name, node, serviceAccount string, args []string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{
-			NodeName:                      node,
-			ServiceAccountName:            serviceAccount,
-			TerminationGracePeriodSeconds: new(int64),
-			Containers: []corev1.Container{{
-				Name:            "app",
-				Image:           testappImage,
-				ImagePullPolicy: corev1.PullNever,
-				Args:            args,
-				VolumeMounts:    []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}},
-			}},
-			Volumes: []corev1.Volume{{
-				Name: "tls",
-				VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
-					Driver:   request.DriverName,
-					ReadOnly: new(true),
-					VolumeAttributes: map[string]string{
-						"csi.certmint.io/issuer-name": caIssuer,
-						"csi.certmint.io/issuer-kind": "ClusterIssuer",
-						"csi.certmint.io/dns-names":   "${POD_NAME}.${POD_NAMESPACE}",
-						"csi.certmint.io/spiffe-id":   "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
-					},
-				}},
-			}},
-		},
-	}
+	return deploy.CertPod(name, node, serviceAccount, caIssuer, testappImage, args)
 }
 
 // driverClientOn returns a client that authenticates as the driver pod on

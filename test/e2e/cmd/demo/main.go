@@ -34,7 +34,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/test/e2e/cluster"
 	"github.com/certmint/certmint/test/e2e/deploy"
 	"github.com/certmint/certmint/test/e2e/framework"
@@ -314,38 +313,14 @@ func startPods(ctx context.Context, client kubernetes.Interface, serverNode, cli
 }
 
 func spiffeID(serviceAccount string) string {
-	return "spiffe://cluster.local/ns/" + namespace + "/sa/" + serviceAccount
+	return deploy.SPIFFEID(namespace, serviceAccount)
 }
 
+// pod runs as a ServiceAccount of its own name, so its SPIFFE ID names it.
 func pod(name, node string, args ...string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: corev1.PodSpec{
-			NodeName:                      node,
-			ServiceAccountName:            name,
-			TerminationGracePeriodSeconds: new(int64(1)),
-			Containers: []corev1.Container{{
-				Name:            "app",
-				Image:           testappImage,
-				ImagePullPolicy: corev1.PullNever,
-				Args:            args,
-				VolumeMounts:    []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}},
-			}},
-			Volumes: []corev1.Volume{{
-				Name: "tls",
-				VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
-					Driver:   request.DriverName,
-					ReadOnly: new(true),
-					VolumeAttributes: map[string]string{
-						"csi.certmint.io/issuer-name": issuerName,
-						"csi.certmint.io/issuer-kind": "ClusterIssuer",
-						"csi.certmint.io/dns-names":   "${POD_NAME}.${POD_NAMESPACE}",
-						"csi.certmint.io/spiffe-id":   "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
-					},
-				}},
-			}},
-		},
-	}
+	p := deploy.CertPod(name, node, name, issuerName, testappImage, args)
+	p.Namespace = namespace
+	return p
 }
 
 func podLogs(ctx context.Context, client kubernetes.Interface, name string) (string, error) {
