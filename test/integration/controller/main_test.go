@@ -46,7 +46,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/request"
@@ -147,7 +146,7 @@ func setup(ctx context.Context) (*testEnv, error) {
 	if err != nil {
 		return e, err
 	}
-	if err := e.installCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
+	if err := e.cp.InstallCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
 		return e, err
 	}
 	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml"} {
@@ -170,41 +169,6 @@ func setup(ctx context.Context) (*testEnv, error) {
 		return e, err
 	}
 	return e, nil
-}
-
-func (e *testEnv) installCRDs(ctx context.Context, dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no CRDs in %s: %v", dir, err)
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		var crd apiextensionsv1.CustomResourceDefinition
-		if err := yaml.UnmarshalStrict(data, &crd); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		if err := e.admin.Create(ctx, &crd); err != nil {
-			return fmt.Errorf("creating CRD %s: %w", crd.Name, err)
-		}
-		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, startupTimeout, true, func(ctx context.Context) (bool, error) {
-			if err := e.admin.Get(ctx, client.ObjectKeyFromObject(&crd), &crd); err != nil {
-				return false, err
-			}
-			for _, c := range crd.Status.Conditions {
-				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			return fmt.Errorf("CRD %s not established: %w", crd.Name, err)
-		}
-	}
-	return nil
 }
 
 // apply creates every object of a multi-document manifest.

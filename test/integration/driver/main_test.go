@@ -162,7 +162,7 @@ func setup(ctx, runCtx context.Context, cp *cluster.ControlPlane, dir string, dr
 			return nil, fmt.Errorf("applying deploy/%s: %w", f, err)
 		}
 	}
-	if err := installCRDs(ctx, cp.Config, filepath.Join(root, "deploy", "crds")); err != nil {
+	if err := cp.InstallCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
 		return nil, err
 	}
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workloadNS}}, metav1.CreateOptions{}); err != nil {

@@ -92,12 +92,24 @@ func serveTCP(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Tests read this line with `kubectl logs` to know the server is up.
+	fmt.Printf("serving tcp on %s\n", l.Addr())
+	return acceptUntilDone(ctx, l, func(conn net.Conn) {
+		defer conn.Close()
+		fmt.Printf("connection from %s\n", conn.RemoteAddr())
+		if _, err := fmt.Fprintln(conn, *message); err != nil {
+			fmt.Printf("answering %s: %v\n", conn.RemoteAddr(), err)
+		}
+	})
+}
+
+// acceptUntilDone hands every connection of l to handle, in its own
+// goroutine, until ctx ends; that is a clean stop, not an error.
+func acceptUntilDone(ctx context.Context, l net.Listener, handle func(net.Conn)) error {
 	go func() {
 		<-ctx.Done()
 		l.Close()
 	}()
-	// Tests read this line with `kubectl logs` to know the server is up.
-	fmt.Printf("serving tcp on %s\n", l.Addr())
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -106,12 +118,7 @@ func serveTCP(ctx context.Context, args []string) error {
 			}
 			return err
 		}
-		fmt.Printf("connection from %s\n", conn.RemoteAddr())
-		_, err = fmt.Fprintln(conn, *message)
-		conn.Close()
-		if err != nil {
-			fmt.Printf("answering %s: %v\n", conn.RemoteAddr(), err)
-		}
+		go handle(conn)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -116,21 +117,8 @@ func mtlsServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		<-ctx.Done()
-		l.Close()
-	}()
 	fmt.Printf("serving mtls on %s\n", l.Addr())
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go answer(conn.(*tls.Conn))
-	}
+	return acceptUntilDone(ctx, l, func(conn net.Conn) { answer(conn.(*tls.Conn)) })
 }
 
 func answer(conn *tls.Conn) {
