@@ -181,6 +181,13 @@ type IssuerStatus struct {
 	// trust for certificates from this issuer.
 	// +optional
 	TrustBundle string `json:"trustBundle,omitempty"`
+
+	// ReissueBefore asks drivers to replace early every certificate whose
+	// request was created before this time. The controller sets it when the
+	// issuer's CA or what it would sign changes; drivers spread the
+	// re-issuance over a short window and keep to their rate limit.
+	// +optional
+	ReissueBefore *metav1.Time `json:"reissueBefore,omitempty"`
 }
 
 // ConditionReady is the condition type that says whether an issuer can sign.
