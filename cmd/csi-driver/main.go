@@ -10,9 +10,11 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 
+	"github.com/certmint/certmint/pkg/manager"
 	"github.com/certmint/certmint/pkg/nodedriver"
 	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
@@ -37,6 +39,9 @@ func main() {
 	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", nodedriver.DefaultKubeAPIBurst, "Burst of requests above --kube-api-qps.")
 	flag.Float64Var(&opts.RenewalQPS, "renewal-qps", renewal.DefaultQPS, "Certificate renewals the driver may start per second.")
 	flag.IntVar(&opts.RenewalBurst, "renewal-burst", renewal.DefaultBurst, "Burst of renewals above --renewal-qps.")
+	flag.DurationVar(&opts.ReissueSpread, "reissue-spread", 30*time.Second,
+		"Window over which certificates an issuer asks back (status.reissueBefore) are re-issued, at random; 0 re-issues them at once.")
+	flag.DurationVar(&opts.GCInterval, "gc-interval", manager.DefaultGCInterval, "How often to look for volumes whose pods are gone.")
 	klog.InitFlags(flag.CommandLine)
 	flag.Parse()
 

@@ -34,7 +34,16 @@ type Requester interface {
 	// before it is issued, or the context's error. The CSR is deleted
 	// once its outcome is read, or when ctx ends first; the deletion runs
 	// in the background, off the caller's critical path.
-	Request(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) ([]byte, error)
+	Request(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) (*Issued, error)
+}
+
+// Issued is a request the signer answered with a certificate.
+type Issued struct {
+	// Chain is the PEM certificate chain, leaf first.
+	Chain []byte
+	// Created is the request's creationTimestamp, on the API server's
+	// clock: what an issuer's status.reissueBefore is compared with.
+	Created time.Time
 }
 
 var _ Requester = (*Client)(nil)
@@ -216,7 +225,7 @@ func outcomeOf(csr *certificatesv1.CertificateSigningRequest) (outcome, bool) {
 
 // Request implements Requester. It sets the name (if empty) and the labels
 // the watch selects on; the caller sets everything else.
-func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) (*Issued, error) {
 	csr = csr.DeepCopy()
 	if csr.Name == "" {
 		// A name chosen here, not by the API server, lets the waiter be
@@ -235,7 +244,8 @@ func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSig
 	c.mu.Unlock()
 
 	csrs := c.client.CertificatesV1().CertificateSigningRequests()
-	if _, err := csrs.Create(ctx, csr, metav1.CreateOptions{}); err != nil {
+	created, err := csrs.Create(ctx, csr, metav1.CreateOptions{})
+	if err != nil {
 		c.forget(csr.Name)
 		return nil, fmt.Errorf("creating CertificateSigningRequest: %w", err)
 	}
@@ -263,10 +273,34 @@ func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSig
 
 	select {
 	case out := <-ch:
-		return out.chain, out.err
+		if out.err != nil {
+			return nil, out.err
+		}
+		return &Issued{Chain: out.chain, Created: created.CreationTimestamp.Time}, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for CertificateSigningRequest %s: %w", csr.Name, context.Cause(ctx))
 	}
+}
+
+// DeleteLeftovers deletes the node's requests that an earlier run of the
+// driver left behind when it stopped while waiting for them; nobody waits for
+// their outcome any more. Call it before the first Request.
+func (c *Client) DeleteLeftovers(ctx context.Context) error {
+	selector := labels.Set{request.LabelManagedBy: request.DriverName, request.LabelNode: c.nodeName}.String()
+	csrs := c.client.CertificatesV1().CertificateSigningRequests()
+	list, err := csrs.List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return fmt.Errorf("listing the node's CertificateSigningRequests: %w", err)
+	}
+	var errs []error
+	for _, r := range list.Items {
+		if err := csrs.Delete(ctx, r.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+			continue
+		}
+		c.log.Info("Deleted a CertificateSigningRequest an earlier run left behind", logkeys.CSR, r.Name)
+	}
+	return errors.Join(errs...)
 }
 
 // forget stops waiting for the request name.

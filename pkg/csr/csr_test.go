@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -77,12 +78,12 @@ func TestRequestReturnsTheIssuedChainAndDeletesTheRequest(t *testing.T) {
 	c, client := start(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	chain, err := c.Request(ctx, newRequest(t))
+	issued, err := c.Request(ctx, newRequest(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if block, _ := pem.Decode(chain); block == nil || block.Type != "CERTIFICATE" {
-		t.Fatalf("chain = %q", chain)
+	if block, _ := pem.Decode(issued.Chain); block == nil || block.Type != "CERTIFICATE" {
+		t.Fatalf("chain = %q", issued.Chain)
 	}
 	waitDeleted(t, client)
 }
@@ -186,5 +187,43 @@ func waitDeleted(t *testing.T, client *fake.Clientset) {
 	})
 	if err != nil {
 		t.Fatalf("requests were not deleted: %v", err)
+	}
+}
+
+func TestDeleteLeftoversDeletesOnlyThisNodesRequests(t *testing.T) {
+	client := fake.NewClientset()
+	csrs := client.CertificatesV1().CertificateSigningRequests()
+	for name, node := range map[string]string{"left-1": "node-1", "left-2": "node-1", "other-node": "node-2"} {
+		r := newRequest(t)
+		r.Name = name
+		r.Labels = map[string]string{request.LabelManagedBy: request.DriverName, request.LabelNode: node}
+		if _, err := csrs.Create(context.Background(), r, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notOurs := newRequest(t)
+	notOurs.Name = "kubelet-serving"
+	if _, err := csrs.Create(context.Background(), notOurs, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := csr.New(csr.Options{Client: client, NodeName: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.DeleteLeftovers(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	list, err := csrs.List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, r := range list.Items {
+		left = append(left, r.Name)
+	}
+	slices.Sort(left)
+	if !slices.Equal(left, []string{"kubelet-serving", "other-node"}) {
+		t.Errorf("left %v, want the other node's request and the one not made by a driver", left)
 	}
 }

@@ -22,7 +22,11 @@ import (
 
 	"github.com/go-logr/logr"
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	"github.com/certmint/certmint/pkg/attributes"
@@ -55,6 +59,7 @@ type Storage interface {
 	SaveState(st *storage.State) error
 	LoadState(volumeID string) (*storage.State, error)
 	ListVolumes() ([]string, error)
+	ListVolumeDirs() ([]string, error)
 }
 
 // Renewals keeps published volumes' certificates renewed.
@@ -63,6 +68,9 @@ type Renewals interface {
 	Schedule(volumeID string, c renewal.Certificate)
 	// Forget stops renewing the volume, cancelling a renewal in progress.
 	Forget(volumeID string)
+	// Expedite has the volume renewed early: its issuer asked for its
+	// certificate back.
+	Expedite(volumeID string)
 }
 
 var _ Renewals = (*renewal.Scheduler)(nil)
@@ -77,8 +85,17 @@ type Options struct {
 	Requester csr.Requester
 	// Trust gives each issuer's trust bundle, the volumes' CA file. Required.
 	Trust TrustSource
+	// Reissue tells which certificates their issuers want replaced early;
+	// nil means none are.
+	Reissue ReissueSource
+	// Events records events on the volumes' pods, for their users; nil
+	// records none.
+	Events record.EventRecorder
+	// GCInterval is how often the volumes whose pods are gone are looked
+	// for while the driver runs; zero means DefaultGCInterval.
+	GCInterval time.Duration
 	// Clock; nil means the real clock.
-	Clock clock.PassiveClock
+	Clock clock.WithTicker
 	// Logger; zero discards.
 	Logger logr.Logger
 	// Metrics; nil records nothing.
@@ -90,17 +107,30 @@ type Options struct {
 
 // Manager publishes and unpublishes volumes.
 type Manager struct {
-	store     Storage
-	requester csr.Requester
-	trust     TrustSource
-	clock     clock.PassiveClock
-	log       logr.Logger
-	metrics   *Metrics
-	renewals  Renewals
+	store      Storage
+	requester  csr.Requester
+	trust      TrustSource
+	reissue    ReissueSource
+	events     record.EventRecorder
+	gcInterval time.Duration
+	clock      clock.WithTicker
+	log        logr.Logger
+	metrics    *Metrics
+	renewals   Renewals
+	// refresh holds volumes whose issuer changed, to bring their CA file
+	// and renewal in line with it.
+	refresh workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
 	inFlight map[string]bool
+	// byIssuer indexes the volumes by issuer, for the issuer's changes.
+	byIssuer map[request.IssuerRef]map[string]bool
 }
+
+// DefaultGCInterval is how often a running driver looks for volumes whose
+// pods are gone. The kubelet unpublishes its volumes before it removes a
+// pod's directory, so these are rare: a pod force-removed, a crash.
+const DefaultGCInterval = time.Minute
 
 // New returns a Manager.
 func New(opts Options) (*Manager, error) {
@@ -115,9 +145,16 @@ func New(opts Options) (*Manager, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.GCInterval == 0 {
+		opts.GCInterval = DefaultGCInterval
+	}
 	return &Manager{
-		store: opts.Storage, requester: opts.Requester, trust: opts.Trust, clock: opts.Clock,
-		log: opts.Logger, metrics: opts.Metrics, renewals: opts.Renewals, inFlight: map[string]bool{},
+		store: opts.Storage, requester: opts.Requester, trust: opts.Trust, reissue: opts.Reissue, events: opts.Events,
+		gcInterval: opts.GCInterval, clock: opts.Clock, log: opts.Logger, metrics: opts.Metrics, renewals: opts.Renewals,
+		refresh: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "certmint-volume-refresh", Clock: opts.Clock}),
+		inFlight: map[string]bool{}, byIssuer: map[request.IssuerRef]map[string]bool{},
 	}, nil
 }
 
@@ -171,7 +208,11 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 		return nil
 	}
 
+	// Indexed before the trust bundle is read, so that a change of the
+	// bundle while the request waits reaches this volume too.
+	m.track(req.VolumeID, spec.Issuer)
 	if err := m.store.PrepareVolume(req.VolumeID); err != nil {
+		m.untrack(req.VolumeID)
 		return err
 	}
 	defer func() {
@@ -179,6 +220,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 		// kubelet retries with a fresh call, or gives up without calling
 		// NodeUnpublishVolume.
 		if err != nil {
+			m.untrack(req.VolumeID)
 			if cerr := errors.Join(m.store.Unpublish(req.TargetPath), m.store.RemoveVolume(req.VolumeID)); cerr != nil {
 				log.Error(cerr, "Cleaning up after a failed publish")
 			}
@@ -189,17 +231,19 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 	if gid == nil {
 		gid = req.MountGroup
 	}
-	cert, err := m.issue(ctx, log, req.VolumeID, spec, gid)
+	out, err := m.issue(ctx, log, req.VolumeID, spec, gid)
 	if err != nil {
 		return err
 	}
+	cert := out.leaf
 	st := &storage.State{
-		VolumeID:   req.VolumeID,
-		TargetPath: req.TargetPath,
-		Attributes: attributes.Stored(req.Attributes),
-		NotBefore:  cert.NotBefore,
-		NotAfter:   cert.NotAfter,
-		RenewAt:    renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore),
+		VolumeID:       req.VolumeID,
+		TargetPath:     req.TargetPath,
+		Attributes:     attributes.Stored(req.Attributes),
+		NotBefore:      cert.NotBefore,
+		NotAfter:       cert.NotAfter,
+		RenewAt:        renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore),
+		RequestCreated: out.requestCreated,
 	}
 	if req.MountGroup != nil {
 		st.MountGroup = strconv.FormatInt(*req.MountGroup, 10)
@@ -211,7 +255,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 		return err
 	}
 	if m.renewals != nil {
-		m.renewals.Schedule(req.VolumeID, renewal.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, RenewBefore: spec.RenewBefore})
+		m.renewals.Schedule(req.VolumeID, m.renewalOf(st, spec))
 	}
 	log.Info("Volume published", logkeys.NotAfter, cert.NotAfter)
 	return nil
@@ -242,19 +286,23 @@ func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certifica
 	}
 	log := m.log.WithValues(logkeys.VolumeID, volumeID, logkeys.PodNamespace, spec.Pod.Namespace,
 		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
-	gid := spec.FSGroup
-	if gid == nil && st.MountGroup != "" {
-		g, err := strconv.ParseInt(st.MountGroup, 10, 64)
-		if err != nil {
-			return renewal.Certificate{}, fmt.Errorf("parsing stored mount group: %w", err)
-		}
-		gid = &g
-	}
-	cert, err := m.issue(ctx, log, volumeID, spec, gid)
+	gid, err := groupOf(spec, st)
 	if err != nil {
 		return renewal.Certificate{}, err
 	}
-	st.NotBefore, st.NotAfter = cert.NotBefore, cert.NotAfter
+	out, err := m.issue(ctx, log, volumeID, spec, gid)
+	if err != nil {
+		if ctx.Err() == nil {
+			// Kubernetes correlates repeated events, so a renewal failing
+			// at every retry shows as one event with a count.
+			m.event(spec, corev1.EventTypeWarning, ReasonRenewalFailed,
+				"Renewing the certificate of volume %s failed; the current one, valid until %s, stays in place and renewal is retried: %v",
+				volumeID, st.NotAfter.UTC().Format(time.RFC3339), err)
+		}
+		return renewal.Certificate{}, err
+	}
+	cert := out.leaf
+	st.NotBefore, st.NotAfter, st.RequestCreated = cert.NotBefore, cert.NotAfter, out.requestCreated
 	st.RenewAt = renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore)
 	// The new files are in place already; a state that failed to save only
 	// holds the old times, which the scheduler does not read.
@@ -262,12 +310,71 @@ func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certifica
 		log.Error(err, "Saving the renewed volume's state")
 	}
 	log.Info("Certificate renewed", logkeys.NotAfter, cert.NotAfter)
-	return renewal.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, RenewBefore: spec.RenewBefore}, nil
+	return m.renewalOf(st, spec), nil
 }
 
-// issue gets a certificate for spec and writes the volume's files. It
-// returns the leaf certificate.
-func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, spec *attributes.Spec, gid *int64) (*x509.Certificate, error) {
+// Reasons of the events on pods.
+const (
+	ReasonRenewalFailed = "CertificateRenewalFailed"
+)
+
+// event records an event on the volume's pod, if events are recorded.
+func (m *Manager) event(spec *attributes.Spec, eventType, reason, format string, args ...any) {
+	if m.events == nil {
+		return
+	}
+	pod := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: spec.Pod.Namespace, Name: spec.Pod.Name, UID: types.UID(spec.Pod.UID)}
+	m.events.Eventf(pod, eventType, reason, format, args...)
+}
+
+// groupOf is the group the volume's files belong to: the fs-group
+// attribute, else the pod's fsGroup as the kubelet passed it, if any.
+func groupOf(spec *attributes.Spec, st *storage.State) (*int64, error) {
+	if spec.FSGroup != nil || st.MountGroup == "" {
+		return spec.FSGroup, nil
+	}
+	g, err := strconv.ParseInt(st.MountGroup, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("parsing stored mount group: %w", err)
+	}
+	return &g, nil
+}
+
+// renewalOf is what the scheduler needs of the volume's current
+// certificate.
+func (m *Manager) renewalOf(st *storage.State, spec *attributes.Spec) renewal.Certificate {
+	return renewal.Certificate{NotBefore: st.NotBefore, NotAfter: st.NotAfter, RenewBefore: spec.RenewBefore,
+		Reissue: m.outdated(st, spec.Issuer)}
+}
+
+// outdated reports whether the volume's issuer asked for its certificate
+// back: the issuer's reissueBefore is after the certificate's request was
+// created. A state that predates recording the request's creation falls
+// back to the certificate's NotBefore, which signers set at or before
+// signing.
+func (m *Manager) outdated(st *storage.State, issuer request.IssuerRef) bool {
+	if m.reissue == nil {
+		return false
+	}
+	before := m.reissue.ReissueBefore(issuer)
+	if before.IsZero() {
+		return false
+	}
+	created := st.RequestCreated
+	if created.IsZero() {
+		created = st.NotBefore
+	}
+	return created.Before(before)
+}
+
+// issued is the outcome of an issuance.
+type issued struct {
+	leaf           *x509.Certificate
+	requestCreated time.Time
+}
+
+// issue gets a certificate for spec and writes the volume's files.
+func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, spec *attributes.Spec, gid *int64) (*issued, error) {
 	start := m.clock.Now()
 	// An issuer without a trust bundle is unknown or not Ready yet: asking
 	// it for a certificate would only wait until the kubelet gives up.
@@ -283,7 +390,7 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 		return nil, err
 	}
 	requested := m.clock.Now()
-	pemChain, err := m.requester.Request(ctx, csrObj)
+	out, err := m.requester.Request(ctx, csrObj)
 	m.metrics.observeIssuance(err, m.clock.Since(requested))
 	if err != nil {
 		var denied *csr.DeniedError
@@ -296,7 +403,7 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 		}
 		return nil, err
 	}
-	chain, err := parseChain(pemChain)
+	chain, err := parseChain(out.Chain)
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +427,7 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 		return nil, err
 	}
 	log.V(1).Info("Certificate issued", logkeys.Duration, m.clock.Since(start).String())
-	return chain[0], nil
+	return &issued{leaf: chain[0], requestCreated: out.Created}, nil
 }
 
 // privateKey returns the volume's key: the one it has if reuse-private-key
@@ -455,6 +562,7 @@ func (m *Manager) Unpublish(ctx context.Context, volumeID, targetPath string) er
 	if err := m.store.RemoveVolume(volumeID); err != nil {
 		return err
 	}
+	m.untrack(volumeID)
 	m.log.Info("Volume unpublished", logkeys.VolumeID, volumeID)
 	return nil
 }

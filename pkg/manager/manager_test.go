@@ -31,7 +31,7 @@ type signNow struct {
 	block chan struct{}
 }
 
-func (s *signNow) Request(ctx context.Context, r *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+func (s *signNow) Request(ctx context.Context, r *certificatesv1.CertificateSigningRequest) (*csr.Issued, error) {
 	if s.block != nil {
 		select {
 		case <-s.block:
@@ -42,7 +42,12 @@ func (s *signNow) Request(ctx context.Context, r *certificatesv1.CertificateSign
 	if s.err != nil {
 		return nil, s.err
 	}
-	return s.signer.Sign(r, time.Now())
+	now := time.Now()
+	chain, err := s.signer.Sign(r, now)
+	if err != nil {
+		return nil, err
+	}
+	return &csr.Issued{Chain: chain, Created: now}, nil
 }
 
 var _ csr.Requester = (*signNow)(nil)

@@ -18,6 +18,7 @@ type recordedRenewals struct {
 	mu        sync.Mutex
 	scheduled map[string]renewal.Certificate
 	forgotten []string
+	expedited []string
 }
 
 func (r *recordedRenewals) Schedule(volumeID string, c renewal.Certificate) {
@@ -27,6 +28,12 @@ func (r *recordedRenewals) Schedule(volumeID string, c renewal.Certificate) {
 		r.scheduled = map[string]renewal.Certificate{}
 	}
 	r.scheduled[volumeID] = c
+}
+
+func (r *recordedRenewals) Expedite(volumeID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.expedited = append(r.expedited, volumeID)
 }
 
 func (r *recordedRenewals) Forget(volumeID string) {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/logkeys"
-	"github.com/certmint/certmint/pkg/renewal"
 )
 
 // Resume takes over the volumes an earlier run of the driver published, as
@@ -17,6 +17,12 @@ import (
 // remain is made again. The kubelet calls NodeUnpublishVolume only while the
 // driver runs, so a volume whose pod went away in the meantime is removed
 // here, or never.
+//
+// A publish cut short by the driver's end left no state file (that is saved
+// last), maybe a tmpfs: the tmpfs is removed here, and the kubelet, which saw
+// the call fail, publishes the volume again from the start. A renewal cut
+// short left the old files or the new ones, whole: the volume is scheduled
+// from its state, and renewed again at worst.
 //
 // Call it before serving CSI calls. Only failing to list the state files is
 // an error: a volume that cannot be resumed is logged and left as it is.
@@ -27,6 +33,20 @@ func (m *Manager) Resume(ctx context.Context) error {
 	}
 	for _, id := range ids {
 		m.resume(ctx, id)
+	}
+	dirs, err := m.store.ListVolumeDirs()
+	if err != nil {
+		return err
+	}
+	for _, id := range dirs {
+		if slices.Contains(ids, id) {
+			continue
+		}
+		if err := m.store.RemoveVolume(id); err != nil {
+			m.log.Error(err, "Removing the files of a publish cut short", logkeys.VolumeID, id)
+			continue
+		}
+		m.log.Info("Removed the files of a publish cut short; the kubelet publishes the volume again", logkeys.VolumeID, id)
 	}
 	return nil
 }
@@ -81,8 +101,9 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 		}
 		log.Info("Mounted again a volume whose mount was lost")
 	}
+	m.track(volumeID, spec.Issuer)
 	if m.renewals != nil {
-		m.renewals.Schedule(volumeID, renewal.Certificate{NotBefore: st.NotBefore, NotAfter: st.NotAfter, RenewBefore: spec.RenewBefore})
+		m.renewals.Schedule(volumeID, m.renewalOf(st, spec))
 	}
 	log.V(1).Info("Volume resumed", logkeys.NotAfter, st.NotAfter)
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -32,6 +34,16 @@ type TrustSource interface {
 }
 
 var _ TrustSource = (*IssuerTrust)(nil)
+
+// ReissueSource says which certificates issuers want replaced early.
+type ReissueSource interface {
+	// ReissueBefore is the issuer's status.reissueBefore: certificates
+	// whose request was created before it are to be re-issued. Zero if the
+	// issuer asks for none, or is unknown.
+	ReissueBefore(issuer request.IssuerRef) time.Time
+}
+
+var _ ReissueSource = (*IssuerTrust)(nil)
 
 // The issuer resources the controller publishes trust bundles on.
 var (
@@ -61,6 +73,54 @@ func NewIssuerTrust(client dynamic.Interface) (*IssuerTrust, error) {
 	return t, nil
 }
 
+// OnChange has changed called with every issuer whose trust bundle or
+// reissueBefore changes, and with every issuer the watch loads (the first
+// time, or again after a relist), from the watch's goroutine: changed must
+// not block. Call it before Run.
+func (t *IssuerTrust) OnChange(changed func(request.IssuerRef)) error {
+	notify := func(obj any) {
+		if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tombstone.Obj
+		}
+		if gi, ok := obj.(v1alpha1.GenericIssuer); ok {
+			changed(refOf(gi))
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc: notify,
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(v1alpha1.GenericIssuer)
+			n, ok2 := obj.(v1alpha1.GenericIssuer)
+			if ok1 && ok2 && o.GetStatus().TrustBundle == n.GetStatus().TrustBundle &&
+				reissueTime(o.GetStatus().ReissueBefore).Equal(reissueTime(n.GetStatus().ReissueBefore)) {
+				return
+			}
+			notify(obj)
+		},
+		DeleteFunc: notify,
+	}
+	for _, inf := range []cache.SharedIndexInformer{t.issuers, t.clusterIssuers} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func refOf(gi v1alpha1.GenericIssuer) request.IssuerRef {
+	if gi.GetNamespace() == "" {
+		return request.IssuerRef{Kind: request.KindClusterIssuer, Name: gi.GetName()}
+	}
+	return request.IssuerRef{Kind: request.KindIssuer, Namespace: gi.GetNamespace(), Name: gi.GetName()}
+}
+
+func reissueTime(t *metav1.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.Time
+}
+
 // trustOnly keeps of an issuer only what the driver reads, so the cache of
 // every issuer in the cluster stays small on each node. It is called again
 // on objects it already transformed, and passes those through.
@@ -69,10 +129,17 @@ func trustOnly(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	// The CRD's schema makes the bundle a string. Anything else counts as
-	// no bundle, rather than an error that would stop the whole watch.
+	// The CRD's schema makes the bundle a string and reissueBefore a
+	// date-time. Anything else counts as absent, rather than an error that
+	// would stop the whole watch.
 	bundle, _, _ := unstructured.NestedString(u.Object, "status", "trustBundle")
 	status := v1alpha1.IssuerStatus{TrustBundle: bundle}
+	if s, _, _ := unstructured.NestedString(u.Object, "status", "reissueBefore"); s != "" {
+		var before metav1.Time
+		if err := before.UnmarshalQueryParameter(s); err == nil {
+			status.ReissueBefore = &before
+		}
+	}
 	if u.GetNamespace() == "" {
 		c := &v1alpha1.ClusterIssuer{Status: status}
 		c.Name = u.GetName()
@@ -101,22 +168,40 @@ func (t *IssuerTrust) CABundle(_ context.Context, issuer request.IssuerRef) ([]*
 	if !t.HasSynced() {
 		return nil, fmt.Errorf("%w for %s: the driver has not loaded the issuers yet", ErrNoTrustBundle, issuer)
 	}
+	gi, err := t.get(issuer)
+	if err != nil {
+		return nil, err
+	}
+	if gi == nil {
+		return nil, fmt.Errorf("%w for %s: the issuer does not exist", ErrNoTrustBundle, issuer)
+	}
+	return parseBundle(issuer, gi.GetStatus().TrustBundle)
+}
+
+// ReissueBefore implements ReissueSource.
+func (t *IssuerTrust) ReissueBefore(issuer request.IssuerRef) time.Time {
+	gi, err := t.get(issuer)
+	if err != nil || gi == nil {
+		return time.Time{}
+	}
+	return reissueTime(gi.GetStatus().ReissueBefore)
+}
+
+// get returns the cached issuer, nil if it does not exist.
+func (t *IssuerTrust) get(issuer request.IssuerRef) (v1alpha1.GenericIssuer, error) {
 	inf := t.issuers
 	if issuer.Kind == request.KindClusterIssuer {
 		inf = t.clusterIssuers
 	}
 	obj, exists, err := inf.GetIndexer().GetByKey(cache.NewObjectName(issuer.Namespace, issuer.Name).String())
-	if err != nil {
+	if err != nil || !exists {
 		return nil, err
-	}
-	if !exists {
-		return nil, fmt.Errorf("%w for %s: the issuer does not exist", ErrNoTrustBundle, issuer)
 	}
 	gi, ok := obj.(v1alpha1.GenericIssuer)
 	if !ok {
 		return nil, fmt.Errorf("unexpected %T in the cache of issuers", obj)
 	}
-	return parseBundle(issuer, gi.GetStatus().TrustBundle)
+	return gi, nil
 }
 
 // parseBundle decodes a status.trustBundle: PEM CA certificates, at least

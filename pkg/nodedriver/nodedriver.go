@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -18,9 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/certmint/certmint/pkg/csi"
 	"github.com/certmint/certmint/pkg/csr"
@@ -67,6 +73,13 @@ type Options struct {
 	// renewal.DefaultBurst.
 	RenewalQPS   float64
 	RenewalBurst int
+	// ReissueSpread is the window over which certificates an issuer asks
+	// back (its status.reissueBefore) are re-issued, uniformly at random;
+	// zero means at once.
+	ReissueSpread time.Duration
+	// GCInterval is how often volumes whose pods are gone are looked for;
+	// zero means manager.DefaultGCInterval.
+	GCInterval time.Duration
 	// Version is reported to the kubelet.
 	Version string
 	// Logger; zero discards.
@@ -138,15 +151,30 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	renewals, err := renewal.New(renewal.Options{QPS: opts.RenewalQPS, Burst: opts.RenewalBurst,
+	renewals, err := renewal.New(renewal.Options{QPS: opts.RenewalQPS, Burst: opts.RenewalBurst, ReissueSpread: opts.ReissueSpread,
 		Logger: log.WithName("renewal"), Metrics: renewal.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}
-	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust,
-		Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg), Renewals: renewals})
+	// Events tell a pod's users what happens to its certificate when no
+	// CSI call is there to carry an error: a renewal that fails.
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	defer broadcaster.Shutdown()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "certmint-csi-driver", Host: opts.NodeName})
+	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust, Reissue: trust, Events: recorder,
+		GCInterval: opts.GCInterval, Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg), Renewals: renewals})
 	if err != nil {
 		return err
+	}
+	if err := trust.OnChange(mgr.IssuerChanged); err != nil {
+		return err
+	}
+	// No request of this run exists yet: any of the node's requests were
+	// left by an earlier run that stopped while waiting for them. Failing
+	// to delete them leaves only clutter.
+	if err := requester.DeleteLeftovers(ctx); err != nil {
+		log.Error(err, "Deleting CertificateSigningRequests an earlier run left behind")
 	}
 	// Before serving, so that no CSI call races a volume being resumed.
 	if err := mgr.Resume(ctx); err != nil {
@@ -173,7 +201,19 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.Go(func() error { requester.Run(ctx); return nil })
 	g.Go(func() error { trust.Run(ctx); return nil })
-	g.Go(func() error { renewals.Run(ctx, mgr); return nil })
+	g.Go(func() error {
+		// A renewal or a volume's refresh before the issuers are loaded
+		// would find no trust bundle, and resumed volumes may be due at
+		// once. Issuers' changes seen meanwhile stay queued.
+		if !cache.WaitForCacheSync(ctx.Done(), requester.HasSynced, trust.HasSynced) {
+			return nil
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { mgr.Run(ctx) })
+		renewals.Run(ctx, mgr)
+		wg.Wait()
+		return nil
+	})
 	g.Go(server.Serve)
 	g.Go(func() error {
 		<-ctx.Done()

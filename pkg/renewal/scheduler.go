@@ -29,6 +29,10 @@ type Certificate struct {
 	// RenewBefore is the renew-before attribute; zero means at two thirds
 	// of the lifetime.
 	RenewBefore time.Duration
+	// Reissue: the issuer asked for the certificate to be replaced early
+	// (its status.reissueBefore is after the certificate's request), so it
+	// is renewed within the reissue spread.
+	Reissue bool
 }
 
 // ErrVolumeGone: the volume was unpublished; there is nothing left to renew.
@@ -61,6 +65,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Timeout bounds one renewal.
 	Timeout time.Duration
+	// ReissueSpread is the window over which early re-issues are spread
+	// uniformly at random, so that an issuer asking all its certificates
+	// back does not have every node renew at once; zero means at once.
+	ReissueSpread time.Duration
 	// Clock; nil means the real clock.
 	Clock clock.Clock
 	// Rand draws the jitter; nil means a randomly seeded source.
@@ -94,6 +102,8 @@ type entry struct {
 	failures int
 	// cancel stops a renewal in progress.
 	cancel context.CancelFunc
+	// expedite: Expedite was called while the volume was renewing.
+	expedite bool
 }
 
 // New returns a Scheduler.
@@ -104,8 +114,8 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.Burst == 0 {
 		opts.Burst = DefaultBurst
 	}
-	if opts.QPS < 0 || opts.Burst < 0 {
-		return nil, fmt.Errorf("renewal: QPS (%v) and Burst (%d) must not be negative", opts.QPS, opts.Burst)
+	if opts.QPS < 0 || opts.Burst < 0 || opts.ReissueSpread < 0 {
+		return nil, fmt.Errorf("renewal: QPS (%v), Burst (%d) and ReissueSpread (%v) must not be negative", opts.QPS, opts.Burst, opts.ReissueSpread)
 	}
 	if opts.MinBackoff == 0 {
 		opts.MinBackoff = DefaultMinBackoff
@@ -136,11 +146,51 @@ func (s *Scheduler) Schedule(volumeID string, c Certificate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.forget(volumeID)
-	e := &entry{volumeID: volumeID, at: Time(c, s.opts.Clock.Now(), s.opts.Rand)}
+	e := &entry{volumeID: volumeID, at: s.time(c, s.opts.Clock.Now())}
 	s.volumes[volumeID] = e
 	heap.Push(&s.queue, e)
 	s.poke()
 	s.opts.Logger.V(1).Info("Renewal scheduled", logkeys.VolumeID, volumeID, logkeys.RenewAt, e.at)
+}
+
+// Expedite has volumeID renewed early, at a random time within the reissue
+// spread from now, unless it is due sooner anyway. A renewal in progress is
+// not cancelled, but its outcome is renewed again within the spread: the
+// caller found the volume's certificate outdated, and that renewal may have
+// started before.
+func (s *Scheduler) Expedite(volumeID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.volumes[volumeID]
+	if e == nil {
+		return
+	}
+	if e.index < 0 {
+		e.expedite = true
+		return
+	}
+	if at := s.reissueTime(s.opts.Clock.Now()); at.Before(e.at) {
+		e.at = at
+		heap.Fix(&s.queue, e.index)
+		s.poke()
+		s.opts.Logger.V(1).Info("Early re-issue scheduled", logkeys.VolumeID, volumeID, logkeys.RenewAt, e.at)
+	}
+}
+
+// time is when to renew c, seen at now.
+func (s *Scheduler) time(c Certificate, now time.Time) time.Time {
+	at := Time(c, now, s.opts.Rand)
+	if c.Reissue {
+		if r := s.reissueTime(now); r.Before(at) {
+			at = r
+		}
+	}
+	return at
+}
+
+// reissueTime draws an early re-issue's time, uniformly over the spread.
+func (s *Scheduler) reissueTime(now time.Time) time.Time {
+	return now.Add(time.Duration(s.opts.Rand.Float64() * float64(s.opts.ReissueSpread)))
 }
 
 // Forget stops renewing volumeID and cancels a renewal in progress.
@@ -287,11 +337,14 @@ func (s *Scheduler) finish(e *entry, c Certificate, err error) {
 	}
 	e.cancel = nil
 	now := s.opts.Clock.Now()
+	// A failed renewal is retried with its backoff anyway.
+	c.Reissue = c.Reissue || e.expedite
+	e.expedite = false
 	switch {
 	case err == nil:
 		s.opts.Metrics.observe(resultRenewed)
 		e.failures = 0
-		e.at = Time(c, now, s.opts.Rand)
+		e.at = s.time(c, now)
 		log.V(1).Info("Next renewal scheduled", logkeys.NotAfter, c.NotAfter, logkeys.RenewAt, e.at)
 	case errors.Is(err, ErrVolumeGone):
 		delete(s.volumes, e.volumeID)

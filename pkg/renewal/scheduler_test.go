@@ -279,3 +279,60 @@ func TestNewRejectsNegativeLimits(t *testing.T) {
 		t.Error("negative QPS accepted")
 	}
 }
+
+// halfJitter draws 0.5: renewals come a twentieth of the wait early, and
+// early re-issues in the middle of the spread.
+var halfJitter = rand.New(fixedSource(1 << 52))
+
+func TestExpediteRenewsAtARandomTimeWithinTheSpread(t *testing.T) {
+	s, clk, r := start(t, Options{Rand: halfJitter, ReissueSpread: 10 * time.Minute})
+	s.Schedule("csi-1", thirtyMinutes) // due at 19m with this jitter
+	s.Expedite("csi-1")
+	waitForTimer(t, clk)
+	clk.Step(5*time.Minute - time.Second)
+	expectNoCall(t, r)
+	waitForTimer(t, clk)
+	clk.Step(time.Second)
+	expectCall(t, r, "csi-1", t0.Add(5*time.Minute))
+}
+
+func TestExpediteNeverPostponesARenewal(t *testing.T) {
+	s, clk, r := start(t, Options{Rand: halfJitter, ReissueSpread: time.Hour})
+	s.Schedule("csi-1", thirtyMinutes)
+	s.Expedite("csi-1") // would be at 30m, after the renewal due at 19m
+	waitForTimer(t, clk)
+	clk.Step(19 * time.Minute)
+	expectCall(t, r, "csi-1", t0.Add(19*time.Minute))
+}
+
+func TestACertificateToReissueIsScheduledWithinTheSpread(t *testing.T) {
+	s, clk, r := start(t, Options{Rand: halfJitter, ReissueSpread: 10 * time.Minute})
+	c := thirtyMinutes
+	c.Reissue = true
+	s.Schedule("csi-1", c)
+	waitForTimer(t, clk)
+	clk.Step(5 * time.Minute)
+	expectCall(t, r, "csi-1", t0.Add(5*time.Minute))
+}
+
+func TestExpediteWithoutSpreadRenewsAtOnce(t *testing.T) {
+	s, _, r := start(t, Options{})
+	s.Schedule("csi-1", thirtyMinutes)
+	s.Expedite("csi-1")
+	expectCall(t, r, "csi-1", t0)
+}
+
+func TestExpediteDuringARenewalRenewsItsOutcomeAgain(t *testing.T) {
+	s, _, r := start(t, Options{})
+	release := make(chan struct{})
+	r.setResult(func(context.Context) error { <-release; return nil })
+	s.Schedule("csi-1", Certificate{NotBefore: t0.Add(-time.Hour), NotAfter: t0})
+	expectCall(t, r, "csi-1", t0)
+	// The issuer asked for its certificates back while this renewal's
+	// request may already have been made.
+	s.Expedite("csi-1")
+	r.setResult(nil)
+	close(release)
+	expectCall(t, r, "csi-1", t0)
+	expectNoCall(t, r)
+}

@@ -223,6 +223,11 @@ type State struct {
 	NotBefore time.Time `json:"notBefore"`
 	NotAfter  time.Time `json:"notAfter"`
 	RenewAt   time.Time `json:"renewAt"`
+	// RequestCreated is the creationTimestamp of the request the current
+	// certificate was issued for, on the API server's clock; an issuer's
+	// status.reissueBefore is compared with it. Zero in states written
+	// before it was recorded.
+	RequestCreated time.Time `json:"requestCreated,omitzero"`
 }
 
 func (s *Store) statePath(volumeID string) string {
@@ -272,6 +277,22 @@ func (s *Store) ListVolumes() ([]string, error) {
 			continue
 		}
 		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// ListVolumeDirs returns the IDs of the volumes that have a directory under
+// the data root, with or without a state file, in no particular order.
+func (s *Store) ListVolumeDirs() ([]string, error) {
+	entries, err := os.ReadDir(s.dataRoot)
+	if err != nil {
+		return nil, fmt.Errorf("listing volume directories: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() && CheckVolumeID(e.Name()) == nil {
+			ids = append(ids, e.Name())
+		}
 	}
 	return ids, nil
 }

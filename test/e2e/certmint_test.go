@@ -582,6 +582,11 @@ func checkRBAC(t *testing.T, f *framework.Framework) {
 		{driver, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "get"}, false},
 		{driver, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "list", Namespace: deploy.Namespace}, false},
 		{driver, authorizationv1.ResourceAttributes{Resource: "pods", Verb: "list"}, false},
+		// Renewal failures are reported as Events on the pods, which live
+		// in any namespace; the driver writes them but reads none.
+		{driver, authorizationv1.ResourceAttributes{Resource: "events", Verb: "create", Namespace: "default"}, true},
+		{driver, authorizationv1.ResourceAttributes{Resource: "events", Verb: "patch", Namespace: "default"}, true},
+		{driver, authorizationv1.ResourceAttributes{Resource: "events", Verb: "list", Namespace: "default"}, false},
 		{driver, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Verb: "create"}, true},
 		{driver, authorizationv1.ResourceAttributes{Group: "certmint.io", Resource: "clusterissuers", Verb: "watch"}, true},
 		{driver, authorizationv1.ResourceAttributes{Group: "certmint.io", Resource: "clusterissuers", Verb: "update"}, false},

@@ -42,10 +42,16 @@ func requireEnv(t testing.TB) {
 // would publish a volume for.
 func workloadPod(t testing.TB, name string) *corev1.Pod {
 	t.Helper()
+	return workloadPodOn(t, nodeName, name)
+}
+
+// workloadPodOn creates a pod on node.
+func workloadPodOn(t testing.TB, node, name string) *corev1.Pod {
+	t.Helper()
 	pod, err := env.admin.CoreV1().Pods(workloadNS).Create(context.Background(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
-			NodeName: nodeName, ServiceAccountName: workloadSA, AutomountServiceAccountToken: ptr.To(false),
+			NodeName: node, ServiceAccountName: workloadSA, AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{Name: "app", Image: "example/app"}},
 		},
 	}, metav1.CreateOptions{})

@@ -77,9 +77,28 @@ type testEnv struct {
 	// regSocket is the driver's kubelet registration socket.
 	regSocket string
 
+	// kubeconfigFor makes credentials for a driver on another node.
+	kubeconfigFor func(ctx context.Context, node string) (string, error)
+
 	mu sync.Mutex
 	// requests are the CSRs the signer saw, as the API server stored them.
 	requests []*certificatesv1.CertificateSigningRequest
+	// decide overrides the signer's decision for requests of a pod, by
+	// pod name.
+	decide map[string]func(*certificatesv1.CertificateSigningRequest) csrtest.Decision
+}
+
+// decideFor has the signer decide requests of the pod named pod with
+// decide, until the test ends.
+func (e *testEnv) decideFor(t testing.TB, pod string, decide func(*certificatesv1.CertificateSigningRequest) csrtest.Decision) {
+	e.mu.Lock()
+	e.decide[pod] = decide
+	e.mu.Unlock()
+	t.Cleanup(func() {
+		e.mu.Lock()
+		delete(e.decide, pod)
+		e.mu.Unlock()
+	})
 }
 
 func (e *testEnv) seen() []*certificatesv1.CertificateSigningRequest {
@@ -152,7 +171,8 @@ func setup(ctx, runCtx context.Context, cp *cluster.ControlPlane, dir string, dr
 	if err != nil {
 		return nil, err
 	}
-	e := &testEnv{admin: admin, dyn: dyn, dataRoot: filepath.Join(dir, "volumes")}
+	e := &testEnv{admin: admin, dyn: dyn, dataRoot: filepath.Join(dir, "volumes"),
+		decide: map[string]func(*certificatesv1.CertificateSigningRequest) csrtest.Decision{}}
 	root, err := repoRoot()
 	if err != nil {
 		return nil, err
@@ -171,38 +191,11 @@ func setup(ctx, runCtx context.Context, cp *cluster.ControlPlane, dir string, dr
 	if _, err := admin.CoreV1().ServiceAccounts(workloadNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: workloadSA}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
-	if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
-		return nil, err
+	e.kubeconfigFor = func(ctx context.Context, node string) (string, error) {
+		return driverKubeconfig(ctx, admin, cp, node, filepath.Join(dir, node+".kubeconfig"))
 	}
-	// The ServiceAccount admission plugin needs the ServiceAccount's token
-	// controller to have run; there is none, so create pods without
-	// automounted tokens.
-	pod, err := admin.CoreV1().Pods(driverNS).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: driverPod},
-		Spec: corev1.PodSpec{
-			NodeName: nodeName, ServiceAccountName: driverSA, AutomountServiceAccountToken: ptr.To(false),
-			Containers: []corev1.Container{{Name: "driver", Image: "certmint/csi-driver:test"}},
-		},
-	}, metav1.CreateOptions{})
+	kubeconfig, err := e.kubeconfigFor(ctx, nodeName)
 	if err != nil {
-		return nil, err
-	}
-	tr, err := admin.CoreV1().ServiceAccounts(driverNS).CreateToken(ctx, driverSA, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			ExpirationSeconds: ptr.To[int64](3600),
-			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("requesting a pod-bound token: %w", err)
-	}
-	kubeconfig := filepath.Join(dir, "driver.kubeconfig")
-	if err := clientcmd.WriteToFile(clientcmdapi.Config{
-		Clusters:       map[string]*clientcmdapi.Cluster{"it": {Server: cp.Config.Host, CertificateAuthorityData: cp.Config.CAData}},
-		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"driver": {Token: tr.Status.Token}},
-		Contexts:       map[string]*clientcmdapi.Context{"it": {Cluster: "it", AuthInfo: "driver"}},
-		CurrentContext: "it",
-	}, kubeconfig); err != nil {
 		return nil, err
 	}
 
@@ -213,7 +206,11 @@ func setup(ctx, runCtx context.Context, cp *cluster.ControlPlane, dir string, dr
 	e.signer.Decide = func(r *certificatesv1.CertificateSigningRequest) csrtest.Decision {
 		e.mu.Lock()
 		e.requests = append(e.requests, r.DeepCopy())
+		decide := e.decide[r.Annotations[request.AnnotationPodName]]
 		e.mu.Unlock()
+		if decide != nil {
+			return decide(r)
+		}
 		if r.Annotations[request.AnnotationPodName] == deniedPod {
 			return csrtest.Decision{Deny: true, Reason: denialReason, Message: denialText}
 		}
@@ -248,6 +245,7 @@ func setup(ctx, runCtx context.Context, cp *cluster.ControlPlane, dir string, dr
 			Endpoint: "unix://" + socket, NodeName: nodeName, Kubeconfig: kubeconfig,
 			StateDir: filepath.Join(dir, "state"), DataRoot: e.dataRoot, PluginRegistrationDir: regDir,
 			HealthAddr: healthAddr, MetricsAddr: healthAddr, Version: "it", Logger: testLogger(),
+			ReissueSpread: reissueSpread, GCInterval: gcInterval,
 		})
 	}()
 
@@ -270,6 +268,52 @@ func setup(ctx, runCtx context.Context, cp *cluster.ControlPlane, dir string, dr
 		return nil, fmt.Errorf("driver did not become healthy: %w", err)
 	}
 	return e, nil
+}
+
+// The in-process driver's re-issue spread and garbage collection interval,
+// short for tests.
+const (
+	reissueSpread = 3 * time.Second
+	gcInterval    = 500 * time.Millisecond
+)
+
+// driverKubeconfig makes what a driver pod on node has: the Node, a driver
+// Pod bound to it, and a kubeconfig file with a token bound to that Pod.
+func driverKubeconfig(ctx context.Context, admin kubernetes.Interface, cp *cluster.ControlPlane, node, path string) (string, error) {
+	if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		return "", err
+	}
+	// The ServiceAccount admission plugin needs the ServiceAccount's token
+	// controller to have run; there is none, so create pods without
+	// automounted tokens.
+	pod, err := admin.CoreV1().Pods(driverNS).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "certmint-driver-" + node},
+		Spec: corev1.PodSpec{
+			NodeName: node, ServiceAccountName: driverSA, AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{Name: "driver", Image: "certmint/csi-driver:test"}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	tr, err := admin.CoreV1().ServiceAccounts(driverNS).CreateToken(ctx, driverSA, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			ExpirationSeconds: ptr.To[int64](3600),
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("requesting a pod-bound token: %w", err)
+	}
+	if err := clientcmd.WriteToFile(clientcmdapi.Config{
+		Clusters:       map[string]*clientcmdapi.Cluster{"it": {Server: cp.Config.Host, CertificateAuthorityData: cp.Config.CAData}},
+		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"driver": {Token: tr.Status.Token}},
+		Contexts:       map[string]*clientcmdapi.Context{"it": {Cluster: "it", AuthInfo: "driver"}},
+		CurrentContext: "it",
+	}, path); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // testLogger writes the driver's logs to stderr at a verbosity that shows

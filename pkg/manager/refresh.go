@@ -1,0 +1,235 @@
+package manager
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/certmint/certmint/pkg/attributes"
+	"github.com/certmint/certmint/pkg/keystore"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/request"
+	"github.com/certmint/certmint/pkg/storage"
+)
+
+// track indexes volumeID under its issuer.
+func (m *Manager) track(volumeID string, issuer request.IssuerRef) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byIssuer[issuer] == nil {
+		m.byIssuer[issuer] = map[string]bool{}
+	}
+	m.byIssuer[issuer][volumeID] = true
+}
+
+// untrack removes volumeID from the index.
+func (m *Manager) untrack(volumeID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for issuer, volumes := range m.byIssuer {
+		delete(volumes, volumeID)
+		if len(volumes) == 0 {
+			delete(m.byIssuer, issuer)
+		}
+	}
+}
+
+// IssuerChanged brings every volume of the issuer in line with it, soon
+// and in the background: their CA files get the issuer's current trust
+// bundle, and those whose certificate the issuer wants back (its
+// reissueBefore) are renewed early. It does not block; call it from the
+// issuers' watch.
+func (m *Manager) IssuerChanged(issuer request.IssuerRef) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.byIssuer[issuer] {
+		m.refresh.Add(id)
+	}
+}
+
+// Run refreshes the volumes of changed issuers and removes volumes whose
+// pods are gone, until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		<-ctx.Done()
+		m.refresh.ShutDown()
+	})
+	wg.Go(func() {
+		for m.refreshNext(ctx) {
+		}
+	})
+	wg.Go(func() {
+		ticker := m.clock.NewTicker(m.gcInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C():
+				m.CollectGarbage(ctx)
+			}
+		}
+	})
+	wg.Wait()
+}
+
+// maxRefreshRetries bounds the retries of a volume's refresh that fails
+// for another reason than a call in progress; with the queue's backoff they
+// span under a minute.
+const maxRefreshRetries = 10
+
+// refreshNext refreshes one volume off the queue; false once the queue is
+// shut down.
+func (m *Manager) refreshNext(ctx context.Context) bool {
+	id, shutdown := m.refresh.Get()
+	if shutdown {
+		return false
+	}
+	defer m.refresh.Done(id)
+	switch err := m.refreshVolume(ctx, id); {
+	case errors.Is(err, ErrInProgress):
+		// A publish or renewal holds the volume; it may have read the old
+		// bundle. Look again once it is done.
+		m.refresh.AddRateLimited(id)
+	case err != nil && m.refresh.NumRequeues(id) < maxRefreshRetries:
+		m.log.Error(err, "Bringing a volume in line with its issuer; retrying", logkeys.VolumeID, id)
+		m.refresh.AddRateLimited(id)
+	case err != nil:
+		// Something a retry does not mend, such as a volume whose files
+		// are gone; the issuer's next change tries again.
+		m.log.Error(err, "Bringing a volume in line with its issuer; giving up", logkeys.VolumeID, id)
+		m.refresh.Forget(id)
+	default:
+		m.refresh.Forget(id)
+	}
+	return true
+}
+
+// refreshVolume writes the issuer's current trust bundle into the volume's
+// CA file if it differs, and has the volume renewed early if the issuer
+// wants its certificate back.
+func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
+	unlock, err := m.lock(volumeID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := m.store.LoadState(volumeID)
+	if errors.Is(err, os.ErrNotExist) {
+		// Unpublished, or a publish that failed.
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("loading volume state: %w", err)
+	}
+	spec, err := attributes.Parse(st.Attributes)
+	if err != nil {
+		return fmt.Errorf("parsing stored attributes: %w", err)
+	}
+	log := m.log.WithValues(logkeys.VolumeID, volumeID, logkeys.PodNamespace, spec.Pod.Namespace,
+		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+	ca, err := m.trust.CABundle(ctx, spec.Issuer)
+	if err != nil {
+		// The issuer is gone or has withdrawn its bundle: the pod keeps the
+		// last one it had, as it keeps its certificate.
+		log.Error(err, "Keeping the volume's CA file as it is")
+	} else if err := m.rewriteCA(volumeID, spec, st, encodeCerts(ca)); err != nil {
+		return err
+	}
+	if m.renewals != nil && m.outdated(st, spec.Issuer) {
+		log.Info("The issuer asked for the volume's certificate to be re-issued early", logkeys.NotAfter, st.NotAfter)
+		m.renewals.Expedite(volumeID)
+	}
+	return nil
+}
+
+// rewriteCA replaces the volume's file set with one whose CA file (and
+// keystores, which hold the CA too) is caPEM, if the current one differs.
+// Key and chain stay as they are; all files change together.
+func (m *Manager) rewriteCA(volumeID string, spec *attributes.Spec, st *storage.State, caPEM []byte) error {
+	current, err := m.store.ReadFile(volumeID, spec.Files.CA)
+	if err != nil {
+		return fmt.Errorf("reading the volume's CA file: %w", err)
+	}
+	if bytes.Equal(current, caPEM) {
+		return nil
+	}
+	keyPEM, err := m.store.ReadFile(volumeID, spec.Files.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("reading the volume's key: %w", err)
+	}
+	key, err := keystore.DecodePrivateKey(keyPEM)
+	if err != nil {
+		return fmt.Errorf("decoding the volume's key: %w", err)
+	}
+	chainPEM, err := m.store.ReadFile(volumeID, spec.Files.Certificate)
+	if err != nil {
+		return fmt.Errorf("reading the volume's certificate: %w", err)
+	}
+	chain, err := parseChain(chainPEM)
+	if err != nil {
+		return err
+	}
+	ca, err := parseChain(caPEM)
+	if err != nil {
+		return err
+	}
+	gid, err := groupOf(spec, st)
+	if err != nil {
+		return err
+	}
+	files, err := m.files(spec, key, chain, ca, gid != nil)
+	if err != nil {
+		return err
+	}
+	if err := m.store.WriteFiles(volumeID, files, gid); err != nil {
+		return err
+	}
+	m.log.Info("Wrote the issuer's new trust bundle into the volume", logkeys.VolumeID, volumeID, logkeys.Issuer, spec.Issuer.String())
+	return nil
+}
+
+// CollectGarbage removes the volumes whose pods are gone: not mounted any
+// more, and the pod's directory removed. The kubelet unpublishes volumes
+// before it removes a pod's directory, but not always (a pod force-removed,
+// a kubelet that crashed), and never while the driver is down.
+func (m *Manager) CollectGarbage(ctx context.Context) {
+	ids, err := m.store.ListVolumes()
+	if err != nil {
+		m.log.Error(err, "Looking for volumes whose pods are gone")
+		return
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		st, err := m.store.LoadState(id)
+		if err != nil || st.TargetPath == "" {
+			// Resume logged it; a person has to look at it.
+			continue
+		}
+		if gone, err := m.podGone(st); err != nil || !gone {
+			continue
+		}
+		if err := m.Unpublish(ctx, id, st.TargetPath); err != nil {
+			if !errors.Is(err, ErrInProgress) {
+				m.log.Error(err, "Removing a volume whose pod is gone", logkeys.VolumeID, id)
+			}
+			continue
+		}
+		m.log.Info("Removed a volume whose pod is gone", logkeys.VolumeID, id, logkeys.TargetPath, st.TargetPath)
+	}
+}
+
+// podGone reports whether the volume's target is not mounted and its pod's
+// directory is gone.
+func (m *Manager) podGone(st *storage.State) (bool, error) {
+	published, err := m.store.IsPublished(st.TargetPath)
+	if err != nil || published {
+		return false, err
+	}
+	return !exists(podDir(st.TargetPath, st.Attributes[attributes.PodUIDKey])), nil
+}
