@@ -12,6 +12,7 @@ packages=(
 	util-linux                  # mount, flock, nsenter
 	openssl                     # inspecting certificates in tests and the demo
 	openjdk-17-jre-headless     # keytool, to open the JKS keystores in the tests
+	pebble                      # ACME test server and pebble-challtestsrv, for the ACME issuer tests
 )
 
 missing=()

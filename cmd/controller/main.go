@@ -53,6 +53,7 @@ func run() error {
 	fs.DurationVar(&opts.CleanupGrace, "csr-cleanup-grace", time.Hour, "How long issued, denied and failed requests are kept before they are deleted.")
 	fs.DurationVar(&opts.PendingMaxAge, "csr-pending-max-age", 24*time.Hour, "How long a request may stay undecided before it is deleted.")
 	fs.IntVar(&opts.Workers, "csr-workers", 16, "Requests handled at once.")
+	fs.StringVar(&opts.ACMEHTTP01Addr, "acme-http01-address", controller.DefaultACMEHTTP01Addr, "Address serving ACME HTTP-01 challenges on every replica, behind the solver Service; 0 disables it.")
 	zapOpts.BindFlags(fs)
 	flag.Parse()
 

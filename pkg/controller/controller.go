@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,9 +26,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/controller/acmesolver"
 	csrcontroller "github.com/certmint/certmint/pkg/controller/csr"
 	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/acme"
 	"github.com/certmint/certmint/pkg/issuer/ca"
 	"github.com/certmint/certmint/pkg/issuer/selfsigned"
 )
@@ -40,7 +43,11 @@ const (
 	DefaultLeaseDuration    = 15 * time.Second
 	DefaultRenewDeadline    = 10 * time.Second
 	DefaultRetryPeriod      = 2 * time.Second
+	DefaultACMEHTTP01Addr   = ":8089"
 )
+
+// userAgent names the controller to ACME servers.
+const userAgent = "certmint-controller"
 
 // Options configures Run.
 type Options struct {
@@ -85,6 +92,11 @@ type Options struct {
 	CleanupGrace  time.Duration
 	PendingMaxAge time.Duration
 	Workers       int
+
+	// ACMEHTTP01Addr serves ACME HTTP-01 challenges on every replica;
+	// defaults to :8089, and "0" disables it. The leader publishes the
+	// challenges in ConfigMaps in ClusterResourceNamespace.
+	ACMEHTTP01Addr string
 }
 
 func (o *Options) defaultAndValidate() error {
@@ -119,6 +131,9 @@ func (o *Options) defaultAndValidate() error {
 	if o.RetryPeriod == 0 {
 		o.RetryPeriod = DefaultRetryPeriod
 	}
+	if o.ACMEHTTP01Addr == "" {
+		o.ACMEHTTP01Addr = DefaultACMEHTTP01Addr
+	}
 	return nil
 }
 
@@ -146,6 +161,8 @@ func Run(ctx context.Context, opts Options) error {
 				&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
 				// Every pod is cached, so keep only what policy reads.
 				&corev1.Pod{}: {Transform: slimPod},
+				// Only the HTTP-01 challenges the leader publishes.
+				&corev1.ConfigMap{}: acmesolver.CacheConfig(opts.ClusterResourceNamespace),
 			},
 		},
 		LeaderElection:                opts.LeaderElect,
@@ -171,7 +188,25 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	backends := issuer.Backends{SelfSigned: selfSignedBackend, CA: caBackend}
+	challenges, err := acmesolver.NewChallenges(mgr.GetClient(), mgr.GetCache(), opts.ClusterResourceNamespace)
+	if err != nil {
+		return err
+	}
+	acmeBackend, err := acme.New(acme.Options{
+		Client: mgr.GetClient(),
+		// Account keys are not TLS Secrets, which are all the cache holds.
+		Secrets:                  mgr.GetAPIReader(),
+		Solver:                   challenges,
+		ClusterResourceNamespace: opts.ClusterResourceNamespace,
+		UserAgent:                userAgent,
+	})
+	if err != nil {
+		return err
+	}
+	backends := issuer.Backends{SelfSigned: selfSignedBackend, CA: caBackend, ACME: acmeBackend}
+	if err := addACMESolver(mgr, opts, challenges); err != nil {
+		return err
+	}
 
 	if err := issuercontroller.SetupWithManager(ctx, mgr, issuercontroller.Options{
 		Backends:                 backends,
@@ -207,6 +242,30 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// addACMESolver serves HTTP-01 challenges on every replica and, on the
+// leader, sweeps the ones a former leader left behind.
+func addACMESolver(mgr manager.Manager, opts Options, challenges *acmesolver.Challenges) error {
+	log := opts.Logger.WithName("acme-http01")
+	if opts.ACMEHTTP01Addr != "0" {
+		srv, err := acmesolver.NewServer(acmesolver.ServerOptions{
+			Addr:      opts.ACMEHTTP01Addr,
+			Cache:     mgr.GetCache(),
+			Namespace: opts.ClusterResourceNamespace,
+			Logger:    log,
+		})
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(srv); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("acme-http01", srv.Check); err != nil {
+			return err
+		}
+	}
+	return mgr.Add(acmesolver.NewJanitor(challenges, clock.RealClock{}, 0, log))
 }
 
 // slimPod keeps the fields of a Pod that node binding and policy read.

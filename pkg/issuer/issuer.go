@@ -43,6 +43,10 @@ type Status struct {
 	// RecheckAt is when readiness changes by itself (the CA expires or
 	// becomes valid); zero when it never does.
 	RecheckAt time.Time
+	// CA is the certificate that signs when Ready, so the controller can
+	// tell when it changes; nil for backends that do not sign with a CA
+	// of their own.
+	CA *x509.Certificate
 }
 
 // Backend is one kind of issuer. Both methods are called concurrently for
@@ -71,6 +75,7 @@ func RefFor(iss v1alpha1.GenericIssuer) request.IssuerRef {
 type Backends struct {
 	SelfSigned Backend
 	CA         Backend
+	ACME       Backend
 }
 
 // For returns the backend an issuer spec selects.
@@ -80,6 +85,8 @@ func (b Backends) For(spec *v1alpha1.IssuerSpec) (Backend, error) {
 		return b.SelfSigned, nil
 	case spec.CA != nil && b.CA != nil:
 		return b.CA, nil
+	case spec.ACME != nil && b.ACME != nil:
+		return b.ACME, nil
 	}
 	return nil, errors.New("the spec sets no backend this controller supports")
 }

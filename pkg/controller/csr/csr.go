@@ -355,6 +355,13 @@ func (r *Reconciler) sign(ctx context.Context, csr *certificatesv1.CertificateSi
 		}
 		return reconcile.Result{}, fmt.Errorf("signing: %w", err)
 	}
+	wait, err := waitForPublishedCA(ctx, iss, chain)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if wait {
+		return reconcile.Result{RequeueAfter: issuerWait}, nil
+	}
 
 	csr.Status.Certificate = chain
 	if err := r.client.Status().Update(ctx, csr); err != nil {
@@ -363,6 +370,22 @@ func (r *Reconciler) sign(ctx context.Context, csr *certificatesv1.CertificateSi
 	r.rememberOwnWrite(csr)
 	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultSigned).Inc()
 	return reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, nil
+}
+
+// waitForPublishedCA reports whether chain must not be handed out yet
+// because iss's published trust bundle does not hold the CA that signed
+// it: after a rotation the backend may sign with the new CA a moment
+// before the issuer controller has published it. The request waits, and
+// the issuer's status update wakes it.
+func waitForPublishedCA(ctx context.Context, iss v1alpha1.GenericIssuer, chain []byte) (bool, error) {
+	trusted, err := issuercontroller.PublishedBundleTrusts(iss, chain)
+	if err != nil {
+		return false, fmt.Errorf("checking the signed chain against the trust bundle: %w", err)
+	}
+	if !trusted {
+		log.FromContext(ctx).Info("waiting for the issuer to publish the CA that signed the request", "issuer", issuer.RefFor(iss).String())
+	}
+	return !trusted, nil
 }
 
 func (r *Reconciler) deny(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, pod *corev1.Pod, d policy.Decision) error {

@@ -1,7 +1,9 @@
 // Package issuer reconciles Issuers and ClusterIssuers: it asks the issuer's
 // backend whether it can sign and publishes the answer (the Ready condition
 // and the trust bundle) in the issuer's status, which is what the request
-// controller reads before approving and signing.
+// controller reads before approving and signing. When the CA changes it
+// rotates: the old CA stays in the bundle while certificates it signed can
+// be valid, and drivers are asked to re-issue (see rotation.go).
 package issuer
 
 import (
@@ -10,6 +12,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -161,13 +164,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		metrics.IssuerReady.WithLabelValues(ref.SignerName()).Set(0)
 	}
 
-	if err := r.applyStatus(ctx, iss, st); err != nil {
+	now := r.clock.Now()
+	t, err := nextTrust(iss.GetStatus(), iss.GetSpec(), st, now)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("computing the trust bundle of %s: %w", ref, err)
+	}
+	if err := r.applyStatus(ctx, iss, st, t); err != nil {
 		return reconcile.Result{}, err
 	}
-	// Readiness changes by itself when the CA expires: look again then
-	// rather than polling.
-	if now := r.clock.Now(); st.RecheckAt.After(now) {
-		return reconcile.Result{RequeueAfter: st.RecheckAt.Sub(now)}, nil
+	// Readiness changes by itself when the CA expires, and the bundle when
+	// a retiring CA's last certificate has expired: look again at the
+	// first of those rather than polling.
+	next := st.RecheckAt
+	if !t.nextExpiry.IsZero() && (next.IsZero() || t.nextExpiry.Before(next)) {
+		next = t.nextExpiry
+	}
+	if next.After(now) {
+		return reconcile.Result{RequeueAfter: next.Sub(now)}, nil
 	}
 	return reconcile.Result{}, nil
 }
@@ -182,10 +195,12 @@ func (r *Reconciler) check(ctx context.Context, iss v1alpha1.GenericIssuer) (iss
 	return backend.Ready(ctx, iss)
 }
 
-// applyStatus writes the Ready condition and the trust bundle when they
-// changed. A not-ready issuer keeps its last trust bundle: certificates it
+// applyStatus writes the Ready condition and the trust when they changed.
+// The bundle, the new signing CA and reissueBefore go out in one write, so
+// a driver asked to re-issue already has the bundle that trusts the new
+// CA. A not-ready issuer keeps its last trust bundle: certificates it
 // issued stay valid, so relying parties must go on trusting its CA.
-func (r *Reconciler) applyStatus(ctx context.Context, iss v1alpha1.GenericIssuer, st issuer.Status) error {
+func (r *Reconciler) applyStatus(ctx context.Context, iss v1alpha1.GenericIssuer, st issuer.Status, t trust) error {
 	updated := iss.DeepCopyObject().(v1alpha1.GenericIssuer)
 	status := updated.GetStatus()
 	cond := metav1.Condition{
@@ -197,19 +212,30 @@ func (r *Reconciler) applyStatus(ctx context.Context, iss v1alpha1.GenericIssuer
 	}
 	if st.Ready {
 		cond.Status = metav1.ConditionTrue
-		status.TrustBundle = string(st.TrustBundle)
 	}
 	if cond.Reason == "" {
 		cond.Reason = v1alpha1.ReasonError
 	}
-	changed := meta.SetStatusCondition(&status.Conditions, cond)
-	if !changed && status.TrustBundle == iss.GetStatus().TrustBundle {
+	meta.SetStatusCondition(&status.Conditions, cond)
+	status.TrustBundle = t.bundle
+	status.Signing = t.signing
+	status.RetiringCAs = t.retiring
+	status.ReissueBefore = t.reissueBefore
+	if equality.Semantic.DeepEqual(status, iss.GetStatus()) {
 		return nil
 	}
 	if err := r.client.Status().Update(ctx, updated); err != nil {
 		return fmt.Errorf("updating status of %s: %w", issuer.RefFor(iss), err)
 	}
-	log.FromContext(ctx).Info("issuer status", "ready", st.Ready, "reason", cond.Reason, "message", cond.Message)
+	logger := log.FromContext(ctx)
+	switch {
+	case t.rotated:
+		logger.Info("issuer signs with a new CA; the old one stays trusted while it retires",
+			"caFingerprint", t.signing.CAFingerprint, "retiringCAs", len(t.retiring), "reissueBefore", t.reissueBefore.Time)
+	case t.reconfigured:
+		logger.Info("issuer spec changes what it signs; asking drivers to re-issue", "reissueBefore", t.reissueBefore.Time)
+	}
+	logger.Info("issuer status", "ready", st.Ready, "reason", cond.Reason, "message", cond.Message, "retiringCAs", len(t.retiring))
 	return nil
 }
 

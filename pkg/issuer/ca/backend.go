@@ -164,5 +164,6 @@ func KeyPairStatus(kp *KeyPair, err error, now time.Time) (issuer.Status, error)
 		Message:     fmt.Sprintf("Signing with CA %s, valid until %s", kp.Cert.Subject, kp.Cert.NotAfter.UTC().Format(time.RFC3339)),
 		TrustBundle: kp.TrustBundle(),
 		RecheckAt:   kp.RecheckAt(now),
+		CA:          kp.Cert,
 	}, nil
 }

@@ -43,27 +43,14 @@ func CAClusterIssuer(ctx context.Context, cfg *rest.Config, name string) (*x509.
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	root, rootKey, err := newCA("certmint e2e root", now, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	intermediate, intermediateKey, err := newCA("certmint e2e intermediate", now, root, rootKey)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(intermediateKey)
+	data, root, err := CASecretData("certmint e2e")
 	if err != nil {
 		return nil, err
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace},
 		Type:       corev1.SecretTypeTLS,
-		Data: map[string][]byte{
-			corev1.TLSCertKey:       append(pemCert(intermediate), pemCert(root)...),
-			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-			"ca.crt":                pemCert(root),
-		},
+		Data:       data,
 	}
 	if _, err := client.CoreV1().Secrets(Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("creating CA Secret: %w", err)
@@ -104,6 +91,30 @@ func waitIssuerReady(ctx context.Context, dyn dynamic.Interface, name string) er
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// CASecretData generates a root and an intermediate under it, both named
+// after name, and returns the data of a kubernetes.io/tls Secret for a ca
+// issuer signing with the intermediate, and the root.
+func CASecretData(name string) (map[string][]byte, *x509.Certificate, error) {
+	now := time.Now()
+	root, rootKey, err := newCA(name+" root", now, nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	intermediate, intermediateKey, err := newCA(name+" intermediate", now, root, rootKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(intermediateKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return map[string][]byte{
+		corev1.TLSCertKey:       append(pemCert(intermediate), pemCert(root)...),
+		corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		"ca.crt":                pemCert(root),
+	}, root, nil
 }
 
 // newCA makes a CA certificate valid for a day, self-signed when parent is

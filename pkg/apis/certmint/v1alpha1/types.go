@@ -60,7 +60,7 @@ type ClusterIssuerList struct {
 
 // IssuerSpec chooses exactly one backend and, optionally, a policy.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.selfSigned), has(self.ca)].filter(x, x).size() == 1",message="exactly one of selfSigned or ca must be set"
+// +kubebuilder:validation:XValidation:rule="[has(self.selfSigned), has(self.ca), has(self.acme)].filter(x, x).size() == 1",message="exactly one of selfSigned, ca or acme must be set"
 type IssuerSpec struct {
 	// SelfSigned makes the controller generate and keep a root CA of its own
 	// for this issuer.
@@ -70,6 +70,12 @@ type IssuerSpec struct {
 	// CA signs with a CA key pair kept in a Secret.
 	// +optional
 	CA *CAIssuer `json:"ca,omitempty"`
+
+	// ACME gets certificates from an ACME (RFC 8555) server such as Let's
+	// Encrypt, proving control of each DNS name with the HTTP-01 challenge
+	// the controller answers itself.
+	// +optional
+	ACME *ACMEIssuer `json:"acme,omitempty"`
 
 	// Policy widens or narrows what pods may ask this issuer for. Without it
 	// the default policy applies; see docs/policy.md.
@@ -93,6 +99,66 @@ type CAIssuer struct {
 	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name"
 	SecretName string `json:"secretName"`
 }
+
+// ACMEIssuer is an account on an ACME server and how to solve its
+// challenges. ACME certificates carry DNS names only; the server chooses
+// their lifetime.
+type ACMEIssuer struct {
+	// Server is the URL of the ACME server's directory, e.g.
+	// https://acme-v02.api.letsencrypt.org/directory.
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() == 'https'",message="must be an https URL"
+	Server string `json:"server"`
+
+	// Email is the account's contact address, for the server's notices.
+	// +optional
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[^@ :/]+@[^@ :/]+$')",message="must be an email address"
+	Email string `json:"email,omitempty"`
+
+	// AccountKeySecretName names the Secret whose tls.key holds the
+	// account's private key (PEM). For a ClusterIssuer the Secret is in the
+	// controller's cluster resource namespace, and the controller generates
+	// an ECDSA P-256 key into it when it is missing. For an Issuer the
+	// Secret is in the Issuer's namespace and must be created by its owner:
+	// the controller creates Secrets in no other namespace than its own.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name"
+	AccountKeySecretName string `json:"accountKeySecretName"`
+
+	// CABundle is the PEM of the CA certificates to trust for the ACME
+	// server's TLS; without it the system's roots are used.
+	// +optional
+	// +kubebuilder:validation:MaxLength=65536
+	CABundle string `json:"caBundle,omitempty"`
+
+	// TrustBundle is the PEM of the root certificates the ACME server's
+	// chains lead to. ACME servers leave the root out of the chain, so the
+	// controller publishes this as the issuer's status.trustBundle and
+	// checks every issued chain against it.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	TrustBundle string `json:"trustBundle"`
+
+	// Solver says how to prove control of the DNS names.
+	Solver ACMESolver `json:"solver"`
+}
+
+// ACMESolver chooses one challenge type.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.http01)",message="http01 must be set"
+type ACMESolver struct {
+	// HTTP01 answers HTTP-01 challenges from the controller's solver
+	// Service: every DNS name must route http://<name>/.well-known/acme-challenge/
+	// to it.
+	// +optional
+	HTTP01 *ACMEHTTP01Solver `json:"http01,omitempty"`
+}
+
+// ACMEHTTP01Solver has no settings: the controller serves the challenges
+// on its --acme-http01-address.
+type ACMEHTTP01Solver struct{}
 
 // Policy is what pods may ask an issuer for. Each field that is set replaces
 // the default for that aspect; fields left out keep the default.
@@ -188,6 +254,44 @@ type IssuerStatus struct {
 	// re-issuance over a short window and keep to their rate limit.
 	// +optional
 	ReissueBefore *metav1.Time `json:"reissueBefore,omitempty"`
+
+	// Signing records what the issuer last signed with, so the controller
+	// tells a change that alters the certificates it issues from a no-op
+	// update or its own restart.
+	// +optional
+	Signing *SigningState `json:"signing,omitempty"`
+
+	// RetiringCAs are CA certificates the issuer no longer signs with but
+	// that stay in the trust bundle until no certificate they signed can
+	// still be valid.
+	// +optional
+	// +listType=atomic
+	RetiringCAs []RetiringCA `json:"retiringCAs,omitempty"`
+}
+
+// SigningState identifies the CA and the settings an issuer signs with.
+type SigningState struct {
+	// CAFingerprint is the hex SHA-256 fingerprint of the CA certificate
+	// that signs or, for a backend without a CA of its own, "bundle:" and
+	// that of the trust bundle its chains lead to.
+	CAFingerprint string `json:"caFingerprint"`
+	// ConfigHash is a hash of the parts of the spec other than the CA that
+	// shape issued certificates: the backend kind and the policy.
+	ConfigHash string `json:"configHash"`
+	// MaxDuration is the longest lifetime a certificate signed by this CA
+	// may have: the largest maximum duration the policy allowed since the
+	// CA began signing.
+	MaxDuration metav1.Duration `json:"maxDuration"`
+}
+
+// RetiringCA is a CA certificate kept in the trust bundle after a rotation.
+type RetiringCA struct {
+	// Certificate is the PEM of the CA certificate.
+	Certificate string `json:"certificate"`
+	// Until is when it leaves the trust bundle: when the last certificate
+	// it can have signed expires, or when it expires itself if that is
+	// sooner.
+	Until metav1.Time `json:"until"`
 }
 
 // ConditionReady is the condition type that says whether an issuer can sign.

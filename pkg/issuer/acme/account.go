@@ -1,0 +1,242 @@
+package acme
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/issuer"
+)
+
+// Labels on a generated account key Secret name its issuer, for people.
+const (
+	LabelIssuerKind      = "certmint.io/issuer-kind"
+	LabelIssuerNamespace = "certmint.io/issuer-namespace"
+	LabelIssuerName      = "certmint.io/issuer-name"
+)
+
+// session is a registered account with what signing for one issuer needs.
+type session struct {
+	// fingerprint changes with anything the registration depends on.
+	fingerprint string
+	client      *acme.Client
+	accountURI  string
+	trustPEM    []byte
+	trust       *x509.CertPool
+}
+
+// session returns the issuer's registered account, registering it (and
+// generating its key) when needed. Problems the user must fix are
+// *issuer.NotReadyError.
+func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*session, error) {
+	spec := iss.GetSpec().ACME
+	if spec == nil {
+		return nil, &issuer.NotReadyError{Reason: v1alpha1.ReasonError, Message: "the spec has no acme section"}
+	}
+	trustPEM, trust, err := parseBundle(spec.TrustBundle)
+	if err != nil {
+		return nil, &issuer.NotReadyError{Reason: ReasonInvalidTrustBundle, Message: "spec.acme.trustBundle: " + err.Error()}
+	}
+	var serverRoots *x509.CertPool
+	if spec.CABundle != "" {
+		if _, serverRoots, err = parseBundle(spec.CABundle); err != nil {
+			return nil, &issuer.NotReadyError{Reason: ReasonInvalidCABundle, Message: "spec.acme.caBundle: " + err.Error()}
+		}
+	}
+	secretRef := b.accountKeyRef(iss)
+	key, secretVersion, err := b.accountKey(ctx, iss, secretRef)
+	if err != nil {
+		return nil, err
+	}
+
+	sum := sha256.New()
+	for _, part := range []string{spec.Server, spec.Email, spec.CABundle, secretVersion} {
+		sum.Write([]byte(part))
+		sum.Write([]byte{0})
+	}
+	fingerprint := hex.EncodeToString(sum.Sum(nil))
+	issuerKey := issuer.RefFor(iss).String()
+
+	b.mu.Lock()
+	cached, ok := b.sessions[issuerKey]
+	b.mu.Unlock()
+	if ok && cached.fingerprint == fingerprint {
+		return cached, nil
+	}
+
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{RootCAs: serverRoots, MinVersion: tls.VersionTLS12}
+	client := &acme.Client{
+		Key:          key,
+		DirectoryURL: spec.Server,
+		HTTPClient:   &http.Client{Transport: transport, Timeout: requestTimeout},
+		UserAgent:    b.userAgent,
+	}
+	acct := &acme.Account{}
+	if spec.Email != "" {
+		acct.Contact = []string{"mailto:" + spec.Email}
+	}
+	// Registering a key that already has an account returns that account;
+	// the terms of service are accepted on the user's behalf, as creating
+	// the issuer asks for certificates under them.
+	registered, err := client.Register(ctx, acct, acme.AcceptTOS)
+	accountURI := string(client.KID)
+	switch {
+	case errors.Is(err, acme.ErrAccountAlreadyExists):
+	case err != nil:
+		return nil, &issuer.NotReadyError{Reason: ReasonAccountError, Message: fmt.Sprintf("registering with the ACME server %s: %v", spec.Server, err)}
+	default:
+		accountURI = registered.URI
+	}
+	s := &session{fingerprint: fingerprint, client: client, accountURI: accountURI, trustPEM: trustPEM, trust: trust}
+	b.mu.Lock()
+	b.sessions[issuerKey] = s
+	b.mu.Unlock()
+	return s, nil
+}
+
+// accountKeyRef is where the account key Secret of iss lives.
+func (b *Backend) accountKeyRef(iss v1alpha1.GenericIssuer) types.NamespacedName {
+	ns := iss.GetNamespace()
+	if ns == "" {
+		ns = b.clusterResourceNamespace
+	}
+	return types.NamespacedName{Namespace: ns, Name: iss.GetSpec().ACME.AccountKeySecretName}
+}
+
+// accountKey reads the account key, generating a ClusterIssuer's into a new
+// Secret when there is none, and returns it with a version that changes when the
+// Secret is replaced or edited.
+func (b *Backend) accountKey(ctx context.Context, iss v1alpha1.GenericIssuer, ref types.NamespacedName) (crypto.Signer, string, error) {
+	var secret corev1.Secret
+	err := b.secrets.Get(ctx, ref, &secret)
+	switch {
+	case apierrors.IsNotFound(err) && iss.GetNamespace() == "":
+		return b.createAccountKey(ctx, iss, ref)
+	case apierrors.IsNotFound(err):
+		// The controller may create Secrets only in its own namespace: the
+		// right to create them anywhere would let it mint a token for any
+		// ServiceAccount. A namespaced Issuer's owner provides the key.
+		return nil, "", &issuer.NotReadyError{Reason: v1alpha1.ReasonSecretNotFound, Message: fmt.Sprintf("account key Secret %s not found; create it with a PEM ECDSA or RSA private key in %s", ref, corev1.TLSPrivateKeyKey)}
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the account key Secret %s: %w", ref, err)
+	}
+	key, err := parseAccountKey(secret.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return nil, "", &issuer.NotReadyError{Reason: v1alpha1.ReasonInvalidSecret, Message: fmt.Sprintf("Secret %s: %s: %v", ref, corev1.TLSPrivateKeyKey, err)}
+	}
+	return key, string(secret.UID) + "/" + secret.ResourceVersion, nil
+}
+
+func (b *Backend) createAccountKey(ctx context.Context, iss v1alpha1.GenericIssuer, ref types.NamespacedName) (crypto.Signer, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, "", fmt.Errorf("generating an account key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, "", fmt.Errorf("encoding the account key: %w", err)
+	}
+	issuerRef := issuer.RefFor(iss)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ref.Namespace,
+			Name:      ref.Name,
+			Labels: map[string]string{
+				LabelIssuerKind:      string(issuerRef.Kind),
+				LabelIssuerNamespace: issuerRef.Namespace,
+				LabelIssuerName:      issuerRef.Name,
+			},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})},
+	}
+	if err := b.client.Create(ctx, secret); err != nil {
+		// Another pass may have created it since the read; use that one
+		// on the next pass rather than guessing here.
+		return nil, "", fmt.Errorf("creating the account key Secret %s: %w", ref, err)
+	}
+	return key, string(secret.UID) + "/" + secret.ResourceVersion, nil
+}
+
+// parseAccountKey reads a PEM ECDSA or RSA private key, the kinds ACME
+// servers accept for accounts.
+func parseAccountKey(data []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM private key")
+	}
+	var parsed any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		parsed, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("PEM block of type %q is not a private key", block.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch key := parsed.(type) {
+	case *ecdsa.PrivateKey:
+		return key, nil
+	case *rsa.PrivateKey:
+		return key, nil
+	}
+	return nil, fmt.Errorf("a %T cannot sign for an ACME account; use ECDSA or RSA", parsed)
+}
+
+// parseBundle parses PEM certificates, returning them re-encoded without
+// anything else the input held.
+func parseBundle(bundle string) ([]byte, *x509.CertPool, error) {
+	var out []byte
+	pool := x509.NewCertPool()
+	rest := []byte(bundle)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parsing a certificate: %w", err)
+		}
+		pool.AddCert(cert)
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+	}
+	if len(out) == 0 {
+		return nil, nil, errors.New("holds no PEM certificate")
+	}
+	return out, pool, nil
+}
+
+// requestTimeout bounds one HTTP request to the ACME server.
+const requestTimeout = 30 * time.Second

@@ -1,0 +1,155 @@
+// Package acme is the backend for issuers with an acme spec: it registers
+// an account with an ACME (RFC 8555) server and gets certificates for DNS
+// names by answering HTTP-01 challenges. The node's key never leaves the
+// node: orders are finalized with the certificate request the node signed.
+//
+// An order takes several round trips and, for a real CA, seconds to
+// minutes of validation, so Sign never waits for one: it advances the
+// order of a request as far as it can and returns *issuer.PendingError
+// until the certificate is there, keeping the order between calls.
+package acme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/issuer"
+)
+
+// Ready reasons of ACME issuers.
+const (
+	ReasonInvalidTrustBundle = "InvalidTrustBundle"
+	ReasonInvalidCABundle    = "InvalidCABundle"
+	ReasonAccountError       = "ACMEAccountError"
+)
+
+// accountRecheck is how soon an issuer whose account could not be
+// registered is looked at again: the server may have been unreachable.
+const accountRecheck = time.Minute
+
+// Solver makes key authorizations answerable at
+// http://<name>/.well-known/acme-challenge/<token>.
+type Solver interface {
+	// Present publishes keyAuth as the answer for token; publishing it
+	// again is not an error.
+	Present(ctx context.Context, token, keyAuth string) error
+	// Served reports whether keyAuth is being answered for token.
+	Served(ctx context.Context, token, keyAuth string) (bool, error)
+	// CleanUp withdraws the answer for token; a missing one is not an
+	// error.
+	CleanUp(ctx context.Context, token string) error
+}
+
+// Options configures a Backend.
+type Options struct {
+	// Client creates account key Secrets. Required.
+	Client client.Client
+	// Secrets reads account key Secrets. The controller's cache holds TLS
+	// Secrets only, so this is typically an uncached reader. Required.
+	Secrets client.Reader
+	// Solver answers HTTP-01 challenges. Required.
+	Solver Solver
+	// ClusterResourceNamespace is where the account key Secrets of
+	// ClusterIssuers live. Required.
+	ClusterResourceNamespace string
+	// UserAgent identifies the controller to ACME servers; may be empty.
+	UserAgent string
+	// Clock defaults to the real clock.
+	Clock clock.PassiveClock
+}
+
+// Backend signs for issuers with an acme spec.
+type Backend struct {
+	client                   client.Client
+	secrets                  client.Reader
+	solver                   Solver
+	clusterResourceNamespace string
+	userAgent                string
+	clock                    clock.PassiveClock
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	orders   map[string]*orderState
+}
+
+var _ issuer.Backend = (*Backend)(nil)
+
+// New returns a Backend.
+func New(opts Options) (*Backend, error) {
+	switch {
+	case opts.Client == nil:
+		return nil, errors.New("acme: Client is required")
+	case opts.Secrets == nil:
+		return nil, errors.New("acme: Secrets is required")
+	case opts.Solver == nil:
+		return nil, errors.New("acme: Solver is required")
+	case opts.ClusterResourceNamespace == "":
+		return nil, errors.New("acme: ClusterResourceNamespace is required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	return &Backend{
+		client:                   opts.Client,
+		secrets:                  opts.Secrets,
+		solver:                   opts.Solver,
+		clusterResourceNamespace: opts.ClusterResourceNamespace,
+		userAgent:                opts.UserAgent,
+		clock:                    opts.Clock,
+		sessions:                 map[string]*session{},
+		orders:                   map[string]*orderState{},
+	}, nil
+}
+
+// Ready checks the spec's bundles and registers the account, generating a
+// ClusterIssuer's key when the Secret is missing.
+func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer.Status, error) {
+	s, err := b.session(ctx, iss)
+	var notReady *issuer.NotReadyError
+	switch {
+	case errors.As(err, &notReady):
+		st := issuer.Status{Reason: notReady.Reason, Message: notReady.Message}
+		// Neither an ACME server coming back nor an account key Secret
+		// appearing (it is not a TLS Secret, so no watch sees it) causes
+		// an event: look again after a while.
+		if notReady.Reason == ReasonAccountError || notReady.Reason == v1alpha1.ReasonSecretNotFound {
+			st.RecheckAt = b.clock.Now().Add(accountRecheck)
+		}
+		return st, nil
+	case err != nil:
+		return issuer.Status{}, err
+	}
+	return issuer.Status{
+		Ready:       true,
+		Reason:      v1alpha1.ReasonReady,
+		Message:     fmt.Sprintf("Registered with the ACME server %s as %s", iss.GetSpec().ACME.Server, s.accountURI),
+		TrustBundle: s.trustPEM,
+	}, nil
+}
+
+// Sign advances the order for req and returns the chain once the ACME
+// server has issued it; until then it returns *issuer.PendingError.
+func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req issuer.Request) ([]byte, error) {
+	if req.IsCA {
+		return nil, issuer.Permanentf("ACME servers do not issue CA certificates")
+	}
+	names, err := DNSNames(req.CSR)
+	if err != nil {
+		return nil, &issuer.PermanentError{Err: err}
+	}
+	s, err := b.session(ctx, iss)
+	if err != nil {
+		return nil, err
+	}
+	b.collectOrders(ctx)
+	ctx, cancel := context.WithTimeout(ctx, signTimeout)
+	defer cancel()
+	return b.advance(ctx, iss, s, names, req)
+}
