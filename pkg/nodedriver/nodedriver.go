@@ -87,11 +87,13 @@ type Options struct {
 }
 
 // Each publish makes two API requests (create and delete a CSR). client-go's
-// default of 5 per second would make a node starting 20 pods wait seconds;
-// these allow a full node's pods to start at once.
+// default of 5 per second would make a node starting 20 pods wait seconds.
+// At 50 per second even one publish at a time was throttled once the burst
+// was spent (p50 38 ms against 28 ms, 26 against 69 issuances per second at
+// 32 in flight; docs/benchmarks.md).
 const (
-	DefaultKubeAPIQPS   = 50
-	DefaultKubeAPIBurst = 100
+	DefaultKubeAPIQPS   = 100
+	DefaultKubeAPIBurst = 250
 )
 
 // shutdownTimeout bounds how long calls in progress may finish on exit.

@@ -437,25 +437,6 @@ func (p *controllerProcess) metric(prefix string) (float64, error) {
 	return sum, nil
 }
 
-// cpuTime is the CPU time the process has used, from /proc.
-func (p *controllerProcess) cpuTime() (time.Duration, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the parenthesised command name; utime and stime are the
-	// 14th and 15th fields overall, in clock ticks of 1/100 s.
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	var utime, stime int64
-	if _, err := fmt.Sscan(fields[11], &utime); err != nil {
-		return 0, err
-	}
-	if _, err := fmt.Sscan(fields[12], &stime); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
-}
-
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

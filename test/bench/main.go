@@ -1,0 +1,163 @@
+// Command bench measures certmint against real components and prints one
+// markdown table: `make bench` runs it.
+//
+// The publish, memory, API and renewal figures come from a control plane
+// (etcd and kube-apiserver) with the real controller binary signing for a
+// CA ClusterIssuer and the real driver binary, which the harness calls over
+// its CSI socket as the kubelet does: NodePublishVolume for an inline
+// volume of a pod that exists in the API server and is bound to the
+// driver's node. Pod start-up is measured on the full two-node cluster of
+// test/e2e/cluster, with certmint installed from deploy/. Key generation is
+// a Go benchmark of pkg/keystore.
+//
+//	go run ./test/bench                    # everything, about 6 minutes on 2 cores
+//	go run ./test/bench -pods 0            # without the full cluster
+//	go run ./test/bench -n 100 -storm=false -keys=false
+//
+// Every phase warms up before it measures and is bounded in time; the whole
+// run is bounded by -timeout. The harness needs root (tmpfs and bind mounts,
+// and the full cluster).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+func main() {
+	var opts options
+	flag.IntVar(&opts.volumes, "n", 500, "Volumes published at each concurrency (1 and -concurrency); 0 skips the control-plane runs.")
+	flag.IntVar(&opts.concurrency, "concurrency", 32, "Publishes in flight in the concurrent run.")
+	flag.IntVar(&opts.warmup, "warmup", 30, "Publishes before measuring, not counted.")
+	flag.BoolVar(&opts.storm, "storm", true, "Make every published volume due for renewal at once and measure the renewals.")
+	flag.DurationVar(&opts.dueAfter, "storm-due-after", 2*time.Minute,
+		"How long after issuance the storm's certificates are due for renewal; must exceed the time the publish runs take.")
+	flag.Var(&opts.driverFlags, "driver-flag", "A flag for the driver binary, such as --kube-api-qps=1000; repeat for more. The table is for the driver's defaults without it.")
+	flag.BoolVar(&opts.profile, "profile", false, "Save a CPU profile of kube-apiserver during the concurrent run in the log directory, and build the driver and controller with symbols for perf (their memory then differs from the images').")
+	flag.IntVar(&opts.pods, "pods", 30, "Pods of each kind in the start-up comparison on the full cluster; 0 skips it.")
+	flag.BoolVar(&opts.keys, "keys", true, "Benchmark key generation per algorithm.")
+	flag.StringVar(&opts.output, "o", "", "Also write the table to this file.")
+	flag.StringVar(&opts.logDir, "logs", filepath.Join("_output", "bench", "logs"), "Directory, emptied first, for every component's log; relative to the repository.")
+	flag.DurationVar(&opts.timeout, "timeout", 20*time.Minute, "Bound on the whole run.")
+	flag.Parse()
+
+	// The harness uses controller-runtime's client only to apply manifests.
+	crlog.SetLogger(logr.Discard())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
+	defer cancel()
+	if err := run(ctx, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	volumes, concurrency, warmup int
+	storm                        bool
+	dueAfter                     time.Duration
+	pods                         int
+	keys                         bool
+	output, logDir               string
+	driverFlags                  stringList
+	profile                      bool
+	timeout                      time.Duration
+}
+
+func run(ctx context.Context, opts options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: the driver mounts tmpfs and bind mounts, and the full cluster needs root too")
+	}
+	if opts.volumes != 0 && opts.volumes < 100 || opts.concurrency < 2 {
+		return errors.New("-n must be 0 or at least 100 (memory is sampled at 100 volumes), -concurrency at least 2")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(opts.logDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(opts.logDir, 0o755); err != nil {
+		return err
+	}
+	res := results{machine: describeMachine(ctx), driverFlags: opts.driverFlags}
+
+	if opts.volumes > 0 {
+		if err := runDriverBench(ctx, opts, &res); err != nil {
+			return err
+		}
+	}
+	if opts.keys && (opts.volumes == 0 || !opts.storm) {
+		logf("benchmarking key generation")
+		res.keys = benchmarkKeys()
+	}
+	if opts.pods > 0 {
+		if err := runPodStartup(ctx, opts.pods, filepath.Join(opts.logDir, "cluster"), &res); err != nil {
+			return err
+		}
+	}
+
+	table := res.markdown()
+	fmt.Print(table)
+	if opts.output != "" {
+		if err := os.MkdirAll(filepath.Dir(opts.output), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(opts.output, []byte(table), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// logf reports progress on stderr; the table goes to stdout.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format(time.TimeOnly)}, args...)...)
+}
+
+// repoRoot is the directory of the module's go.mod, found upwards from the
+// working directory: the harness builds the binaries and images from it.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && len(data) > 0 && containsModule(string(data)) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the harness inside the certmint repository")
+		}
+		dir = parent
+	}
+}
+
+func containsModule(goMod string) bool {
+	const decl = "module github.com/certmint/certmint\n"
+	return len(goMod) >= len(decl) && goMod[:len(decl)] == decl
+}
+
+// stringList is a flag that may be repeated.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
