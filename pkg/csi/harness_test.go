@@ -84,7 +84,7 @@ func newHarness(t testing.TB, decide func(*certificatesv1.CertificateSigningRequ
 	}
 	h.signer = signer
 
-	requester, err := csr.New(csr.Options{Client: h.client, NodeName: "node-1", Logger: log})
+	requester, err := csr.New(csr.Options{Client: csrtest.CSRs(h.client), NodeName: "node-1", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

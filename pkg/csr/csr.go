@@ -18,8 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	certinformers "k8s.io/client-go/informers/certificates/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/certmint/certmint/pkg/logkeys"
@@ -87,9 +87,9 @@ const deleteTimeout = 10 * time.Second
 
 // Options configure a Client.
 type Options struct {
-	// Client talks to the API server with the driver's own credentials.
-	// Required.
-	Client kubernetes.Interface
+	// Client talks to the API server with the driver's own credentials
+	// (NewAPI). Required.
+	Client API
 	// NodeName labels requests so that each node's driver watches only its
 	// own. Required.
 	NodeName string
@@ -99,7 +99,7 @@ type Options struct {
 
 // Client is a Requester backed by the API server.
 type Client struct {
-	client   kubernetes.Interface
+	csrs     API
 	nodeName string
 	log      logr.Logger
 	informer cache.SharedIndexInformer
@@ -124,10 +124,23 @@ func New(opts Options) (*Client, error) {
 		return nil, errors.New("csr: NodeName is required")
 	}
 	selector := labels.Set{request.LabelManagedBy: request.DriverName, request.LabelNode: opts.NodeName}.String()
-	informer := certinformers.NewFilteredCertificateSigningRequestInformer(opts.Client, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) { o.LabelSelector = selector })
+	// Built here rather than by client-go's informers package, which links
+	// the clients of every API group. As the informers it makes do, it asks
+	// the client whether it can stream a watch's initial list (fakes
+	// cannot).
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			return opts.Client.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return opts.Client.Watch(ctx, o)
+		},
+	}, opts.Client)
+	informer := cache.NewSharedIndexInformer(lw, &certificatesv1.CertificateSigningRequest{}, 0, cache.Indexers{})
 	c := &Client{
-		client:   opts.Client,
+		csrs:     opts.Client,
 		nodeName: opts.NodeName,
 		log:      opts.Logger,
 		informer: informer,
@@ -243,8 +256,7 @@ func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSig
 	c.waiters[csr.Name] = ch
 	c.mu.Unlock()
 
-	csrs := c.client.CertificatesV1().CertificateSigningRequests()
-	created, err := csrs.Create(ctx, csr, metav1.CreateOptions{})
+	created, err := c.csrs.Create(ctx, csr, metav1.CreateOptions{})
 	if err != nil {
 		c.forget(csr.Name)
 		return nil, fmt.Errorf("creating CertificateSigningRequest: %w", err)
@@ -265,7 +277,7 @@ func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSig
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
 			defer cancel()
 			// Someone else may have deleted it already.
-			if err := csrs.Delete(dctx, csr.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			if err := c.csrs.Delete(dctx, csr.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 				log.Error(err, "Deleting CertificateSigningRequest")
 			}
 		}()
@@ -287,14 +299,13 @@ func (c *Client) Request(ctx context.Context, csr *certificatesv1.CertificateSig
 // their outcome any more. Call it before the first Request.
 func (c *Client) DeleteLeftovers(ctx context.Context) error {
 	selector := labels.Set{request.LabelManagedBy: request.DriverName, request.LabelNode: c.nodeName}.String()
-	csrs := c.client.CertificatesV1().CertificateSigningRequests()
-	list, err := csrs.List(ctx, metav1.ListOptions{LabelSelector: selector})
+	list, err := c.csrs.List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return fmt.Errorf("listing the node's CertificateSigningRequests: %w", err)
 	}
 	var errs []error
 	for _, r := range list.Items {
-		if err := csrs.Delete(ctx, r.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.csrs.Delete(ctx, r.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, err)
 			continue
 		}

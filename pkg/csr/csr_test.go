@@ -63,7 +63,7 @@ func start(t *testing.T, decide func(*certificatesv1.CertificateSigningRequest) 
 	if err := signer.Start(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	c, err := csr.New(csr.Options{Client: client, NodeName: "node-1", Logger: testr.New(t)})
+	c, err := csr.New(csr.Options{Client: csrtest.CSRs(client), NodeName: "node-1", Logger: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestDeleteLeftoversDeletesOnlyThisNodesRequests(t *testing.T) {
 	if _, err := csrs.Create(context.Background(), notOurs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := csr.New(csr.Options{Client: client, NodeName: "node-1"})
+	c, err := csr.New(csr.Options{Client: csrtest.CSRs(client), NodeName: "node-1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestADeletionSeenAsATombstoneEndsTheWait(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := New(Options{Client: fake.NewClientset(), NodeName: "node-1"})
+			c, err := New(Options{Client: fake.NewClientset().CertificatesV1().CertificateSigningRequests(), NodeName: "node-1"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,10 +3,15 @@ package manager
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
 
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/keystore"
@@ -82,6 +87,11 @@ func (m *Manager) Run(ctx context.Context) {
 // span under a minute.
 const maxRefreshRetries = 10
 
+// busyRetryDelay is how soon a volume busy with a publish or renewal is
+// looked at again. Those can take as long as the issuer takes to sign, so
+// the wait does not grow and does not count as a failed attempt.
+const busyRetryDelay = time.Second
+
 // refreshNext refreshes one volume off the queue; false once the queue is
 // shut down.
 func (m *Manager) refreshNext(ctx context.Context) bool {
@@ -93,8 +103,10 @@ func (m *Manager) refreshNext(ctx context.Context) bool {
 	switch err := m.refreshVolume(ctx, id); {
 	case errors.Is(err, ErrInProgress):
 		// A publish or renewal holds the volume; it may have read the old
-		// bundle. Look again once it is done.
-		m.refresh.AddRateLimited(id)
+		// bundle. Look again once it is done. Not through the rate limiter,
+		// whose count of requeues would use up the retries of a real
+		// failure later.
+		m.refresh.AddAfter(id, busyRetryDelay)
 	case err != nil && m.refresh.NumRequeues(id) < maxRefreshRetries:
 		m.log.Error(err, "Bringing a volume in line with its issuer; retrying", logkeys.VolumeID, id)
 		m.refresh.AddRateLimited(id)
@@ -111,7 +123,7 @@ func (m *Manager) refreshNext(ctx context.Context) bool {
 
 // refreshVolume writes the issuer's current trust bundle into the volume's
 // CA file if it differs, and has the volume renewed early if the issuer
-// wants its certificate back.
+// wants its certificate back or no longer trusts it.
 func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 	unlock, err := m.lock(volumeID)
 	if err != nil {
@@ -131,65 +143,109 @@ func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 	}
 	log := m.log.WithValues(logkeys.VolumeID, volumeID, logkeys.PodNamespace, spec.Pod.Namespace,
 		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+	expedite := false
 	ca, err := m.trust.CABundle(ctx, spec.Issuer)
 	if err != nil {
 		// The issuer is gone or has withdrawn its bundle: the pod keeps the
 		// last one it had, as it keeps its certificate.
 		log.Error(err, "Keeping the volume's CA file as it is")
-	} else if err := m.rewriteCA(volumeID, spec, st, encodeCerts(ca)); err != nil {
-		return err
+	} else {
+		untrusted, err := m.rewriteCA(log, volumeID, spec, st, ca)
+		if err != nil {
+			return err
+		}
+		expedite = untrusted
 	}
 	if m.renewals != nil && m.outdated(st, spec.Issuer) {
 		log.Info("The issuer asked for the volume's certificate to be re-issued early", logkeys.NotAfter, st.NotAfter)
+		expedite = true
+	}
+	if expedite && m.renewals != nil {
 		m.renewals.Expedite(volumeID)
 	}
 	return nil
 }
 
 // rewriteCA replaces the volume's file set with one whose CA file (and
-// keystores, which hold the CA too) is caPEM, if the current one differs.
-// Key and chain stay as they are; all files change together.
-func (m *Manager) rewriteCA(volumeID string, spec *attributes.Spec, st *storage.State, caPEM []byte) error {
-	current, err := m.store.ReadFile(volumeID, spec.Files.CA)
-	if err != nil {
-		return fmt.Errorf("reading the volume's CA file: %w", err)
-	}
-	if bytes.Equal(current, caPEM) {
-		return nil
-	}
-	keyPEM, err := m.store.ReadFile(volumeID, spec.Files.PrivateKey)
-	if err != nil {
-		return fmt.Errorf("reading the volume's key: %w", err)
-	}
-	key, err := keystore.DecodePrivateKey(keyPEM)
-	if err != nil {
-		return fmt.Errorf("decoding the volume's key: %w", err)
-	}
+// keystores, which hold the CA too) is the issuer's bundle ca, if the
+// current one differs. Key and chain stay as they are; all files change
+// together.
+//
+// A bundle that does not verify the volume's certificate (the issuer was
+// deleted and created again with a new root, or now signs with another CA
+// without a rotation) would leave the pod rejected by its peers and
+// rejecting them until every certificate is re-issued. The CA file then
+// keeps, after the bundle, the certificates of the current one that verify
+// the volume's certificate, so the pod trusts peers of the old and of the
+// new CA; untrusted tells the caller to have the volume re-issued, which
+// writes the issuer's bundle alone.
+func (m *Manager) rewriteCA(log logr.Logger, volumeID string, spec *attributes.Spec, st *storage.State, ca []*x509.Certificate) (untrusted bool, err error) {
 	chainPEM, err := m.store.ReadFile(volumeID, spec.Files.Certificate)
 	if err != nil {
-		return fmt.Errorf("reading the volume's certificate: %w", err)
+		return false, fmt.Errorf("reading the volume's certificate: %w", err)
 	}
 	chain, err := parseChain(chainPEM)
 	if err != nil {
-		return err
+		return false, err
 	}
-	ca, err := parseChain(caPEM)
+	currentPEM, err := m.store.ReadFile(volumeID, spec.Files.CA)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("reading the volume's CA file: %w", err)
+	}
+	at := trustTime(chain[0], m.clock.Now())
+	if verr := verifyTrusted(chain, ca, at); verr != nil {
+		untrusted = true
+		// A CA file that no longer parses has nothing worth keeping.
+		current, _ := parseChain(currentPEM)
+		var kept []*x509.Certificate
+		for _, c := range current {
+			if verifyTrusted(chain, []*x509.Certificate{c}, at) == nil {
+				kept = append(kept, c)
+			}
+		}
+		log.Info("The issuer's trust bundle does not verify the volume's certificate: re-issuing it early, and keeping the CA certificates that verify it in the CA file until then",
+			"reason", verr.Error(), "keptCACertificates", len(kept))
+		ca = slices.Concat(ca, kept)
+	}
+	caPEM := encodeCerts(ca)
+	if bytes.Equal(currentPEM, caPEM) {
+		return untrusted, nil
+	}
+	keyPEM, err := m.store.ReadFile(volumeID, spec.Files.PrivateKey)
+	if err != nil {
+		return untrusted, fmt.Errorf("reading the volume's key: %w", err)
+	}
+	key, err := keystore.DecodePrivateKey(keyPEM)
+	if err != nil {
+		return untrusted, fmt.Errorf("decoding the volume's key: %w", err)
 	}
 	gid, err := groupOf(spec, st)
 	if err != nil {
-		return err
+		return untrusted, err
 	}
 	files, err := m.files(spec, key, chain, ca, gid != nil)
 	if err != nil {
-		return err
+		return untrusted, err
 	}
 	if err := m.store.WriteFiles(volumeID, files, gid); err != nil {
-		return err
+		return untrusted, err
 	}
-	m.log.Info("Wrote the issuer's new trust bundle into the volume", logkeys.VolumeID, volumeID, logkeys.Issuer, spec.Issuer.String())
-	return nil
+	log.Info("Wrote the issuer's new trust bundle into the volume")
+	return untrusted, nil
+}
+
+// trustTime is when to check whether a bundle verifies leaf: now, or the
+// nearest time leaf is valid. The question is which CA it chains to; an
+// expired certificate is being renewed anyway, and its CA certificates may
+// still be what its peers chain to.
+func trustTime(leaf *x509.Certificate, now time.Time) time.Time {
+	switch {
+	case now.Before(leaf.NotBefore):
+		return leaf.NotBefore
+	case now.After(leaf.NotAfter):
+		return leaf.NotAfter
+	}
+	return now
 }
 
 // CollectGarbage removes the volumes whose pods are gone: not mounted any

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/certmint/certmint/pkg/attributes"
@@ -49,6 +51,8 @@ func readVolumeFile(t *testing.T, store *storage.Store, volumeID, name string) s
 func TestANewTrustBundleIsWrittenIntoEveryVolumeOfTheIssuerWithTheRestUnchanged(t *testing.T) {
 	req := &signNow{}
 	m, store := newManager(t, req)
+	rec := &recordedRenewals{}
+	m.renewals = rec
 	trust := m.trust.(staticTrust)
 	for _, id := range []string{"csi-1", "csi-2"} {
 		if err := m.Publish(context.Background(), volume(t, id, attributes.PKCS12Enable, "true", attributes.PKCS12Password, "p12")); err != nil {
@@ -78,6 +82,123 @@ func TestANewTrustBundleIsWrittenIntoEveryVolumeOfTheIssuerWithTheRestUnchanged(
 	}
 	if readVolumeFile(t, store, "csi-1", "tls.key") != key || readVolumeFile(t, store, "csi-1", "tls.crt") != cert {
 		t.Error("the key or certificate changed with the trust bundle")
+	}
+	if len(rec.expedited) != 0 {
+		t.Errorf("expedited %v; the new bundle still verifies every certificate", rec.expedited)
+	}
+}
+
+func TestABundleThatDoesNotVerifyTheVolumesCertificateKeepsItsCAUntilItIsReissued(t *testing.T) {
+	req := &signNow{}
+	m, store := newManager(t, req)
+	rec := &recordedRenewals{}
+	m.renewals = rec
+	old := req.signer
+	unrelated, err := csrtest.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := m.trust.(staticTrust)
+	trust[shopCA] = []*x509.Certificate{old.CA, unrelated.CA}
+	if err := m.Publish(context.Background(), volume(t, "csi-1", attributes.PKCS12Enable, "true", attributes.PKCS12Password, "p12")); err != nil {
+		t.Fatal(err)
+	}
+	key, cert := readVolumeFile(t, store, "csi-1", "tls.key"), readVolumeFile(t, store, "csi-1", "tls.crt")
+
+	// The issuer is deleted and created again: a new root, no rotation, no
+	// reissueBefore.
+	next, err := csrtest.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust[shopCA] = []*x509.Certificate{next.CA}
+	m.IssuerChanged(shopCA)
+	refreshAll(t, m)
+
+	// The new CA for peers already re-issued, the old one for the volume's
+	// own certificate and peers not re-issued yet; not the CA that verifies
+	// nothing of the volume.
+	want := string(encodeCerts([]*x509.Certificate{next.CA, old.CA}))
+	if got := readVolumeFile(t, store, "csi-1", "ca.crt"); got != want {
+		t.Errorf("ca.crt =\n%s\nwant the new CA, then the old one", got)
+	}
+	if _, _, cas, err := pkcs12.DecodeChain([]byte(readVolumeFile(t, store, "csi-1", "keystore.p12")), "p12"); err != nil || len(cas) != 2 {
+		t.Errorf("keystore.p12 holds %d CAs (%v), want the new and the old", len(cas), err)
+	}
+	if readVolumeFile(t, store, "csi-1", "tls.key") != key || readVolumeFile(t, store, "csi-1", "tls.crt") != cert {
+		t.Error("the key or certificate changed with the trust bundle")
+	}
+	if !slices.Equal(rec.expedited, []string{"csi-1"}) {
+		t.Errorf("expedited %v, want csi-1", rec.expedited)
+	}
+
+	// Looked at again before its re-issue, the volume keeps the old CA.
+	m.IssuerChanged(shopCA)
+	refreshAll(t, m)
+	if got := readVolumeFile(t, store, "csi-1", "ca.crt"); got != want {
+		t.Errorf("ca.crt after a second look =\n%s\nwant it unchanged", got)
+	}
+
+	// Re-issued by the new CA, the volume gets the issuer's bundle alone.
+	req.signer = next
+	if _, err := m.Renew(context.Background(), "csi-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(encodeCerts(trust[shopCA])); got != want {
+		t.Errorf("ca.crt after the re-issue =\n%s\nwant the new CA only", got)
+	}
+}
+
+func TestAVolumeBusyWithAPublishOrRenewalIsLookedAtAgainWithoutUsingUpItsRetries(t *testing.T) {
+	req := &signNow{}
+	_, store := newManager(t, req)
+	clk := clocktesting.NewFakeClock(time.Now())
+	trust := staticTrust{shopCA: {req.signer.CA}}
+	m, err := New(Options{Storage: store, Requester: req, Trust: trust, Logger: testr.New(t), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Publish(context.Background(), volume(t, "csi-1")); err != nil {
+		t.Fatal(err)
+	}
+	next, err := csrtest.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust[shopCA] = append(trust[shopCA], next.CA)
+	unlock, err := m.lock("csi-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.IssuerChanged(shopCA)
+
+	// Longer busy than all the retries of a failure would last.
+	for range maxRefreshRetries + 1 {
+		m.refreshNext(context.Background())
+		if n := m.refresh.NumRequeues("csi-1"); n != 0 {
+			t.Fatalf("a busy volume counts %d failed attempts, want none", n)
+		}
+		awaitRequeue(t, m, clk)
+	}
+	unlock()
+	m.refreshNext(context.Background())
+	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(encodeCerts(trust[shopCA])); got != want {
+		t.Errorf("ca.crt =\n%s\nwant the new bundle once the volume is free", got)
+	}
+}
+
+// awaitRequeue lets busyRetryDelay pass on clk and waits for the refresh
+// queue to hand out the busy volume again.
+func awaitRequeue(t *testing.T, m *Manager, clk *clocktesting.FakeClock) {
+	t.Helper()
+	if m.refresh.Len() != 0 {
+		t.Fatal("a busy volume was queued again at once")
+	}
+	clk.Step(busyRetryDelay)
+	for deadline := time.Now().Add(5 * time.Second); m.refresh.Len() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the busy volume was not queued again %v later", busyRetryDelay)
+		}
 	}
 }
 

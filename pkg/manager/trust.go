@@ -11,8 +11,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
@@ -62,8 +64,8 @@ type IssuerTrust struct {
 // before CABundle.
 func NewIssuerTrust(client dynamic.Interface) (*IssuerTrust, error) {
 	t := &IssuerTrust{
-		issuers:        dynamicinformer.NewFilteredDynamicInformer(client, issuersResource, "", 0, cache.Indexers{}, nil).Informer(),
-		clusterIssuers: dynamicinformer.NewFilteredDynamicInformer(client, clusterIssuersResource, "", 0, cache.Indexers{}, nil).Informer(),
+		issuers:        newDynamicInformer(client, issuersResource),
+		clusterIssuers: newDynamicInformer(client, clusterIssuersResource),
 	}
 	for _, inf := range []cache.SharedIndexInformer{t.issuers, t.clusterIssuers} {
 		if err := inf.SetTransform(trustOnly); err != nil {
@@ -71,6 +73,22 @@ func NewIssuerTrust(client dynamic.Interface) (*IssuerTrust, error) {
 		}
 	}
 	return t, nil
+}
+
+// newDynamicInformer returns an informer on every object of resource. It is
+// what client-go's dynamicinformer package builds, without that package's
+// link to the typed clients of every API group.
+func newDynamicInformer(client dynamic.Interface, resource schema.GroupVersionResource) cache.SharedIndexInformer {
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return client.Resource(resource).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return client.Resource(resource).Watch(ctx, o)
+		},
+	}, client)
+	return cache.NewSharedIndexInformerWithOptions(lw, &unstructured.Unstructured{},
+		cache.SharedIndexInformerOptions{ObjectDescription: resource.String()})
 }
 
 // OnChange has changed called with every issuer whose trust bundle or

@@ -21,12 +21,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/certmint/certmint/pkg/csi"
 	"github.com/certmint/certmint/pkg/csr"
@@ -108,6 +107,8 @@ func Run(ctx context.Context, opts Options) error {
 		return errors.New("a node name is required")
 	case opts.StateDir == "" || opts.DataRoot == "":
 		return errors.New("a state directory and a data root are required")
+	case opts.KubeAPIQPS < 0 || opts.KubeAPIBurst < 0:
+		return errors.New("the API request rate and burst must not be negative")
 	}
 	log := opts.Logger
 
@@ -127,13 +128,28 @@ func Run(ctx context.Context, opts Options) error {
 	if cfg.Burst == 0 {
 		cfg.Burst = DefaultKubeAPIBurst
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	// Not a clientset, whose code for every API group would be most of the
+	// binary and of its resident set: a client for each resource the driver
+	// uses. They share one connection pool, as a clientset's clients do.
+	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return err
 	}
 	// Issuers are custom resources: the dynamic client speaks JSON to them
-	// whatever the content type above.
-	dyn, err := dynamic.NewForConfig(cfg)
+	// whatever the content type above. It has a rate limit of its own.
+	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return err
+	}
+	// Requests and Events share one rate limit, as a clientset's clients
+	// do.
+	typedCfg := rest.CopyConfig(cfg)
+	typedCfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	csrs, err := csr.NewAPI(typedCfg, httpClient)
+	if err != nil {
+		return err
+	}
+	events, eventScheme, err := newEventSink(typedCfg, httpClient)
 	if err != nil {
 		return err
 	}
@@ -141,7 +157,7 @@ func Run(ctx context.Context, opts Options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	requester, err := csr.New(csr.Options{Client: client, NodeName: opts.NodeName, Logger: log.WithName("csr")})
+	requester, err := csr.New(csr.Options{Client: csrs, NodeName: opts.NodeName, Logger: log.WithName("csr")})
 	if err != nil {
 		return err
 	}
@@ -162,8 +178,8 @@ func Run(ctx context.Context, opts Options) error {
 	// CSI call is there to carry an error: a renewal that fails.
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "certmint-csi-driver", Host: opts.NodeName})
+	broadcaster.StartRecordingToSink(events)
+	recorder := broadcaster.NewRecorder(eventScheme, corev1.EventSource{Component: "certmint-csi-driver", Host: opts.NodeName})
 	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust, Reissue: trust, Events: recorder,
 		GCInterval: opts.GCInterval, Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg), Renewals: renewals})
 	if err != nil {
