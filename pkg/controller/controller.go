@@ -252,6 +252,7 @@ func addACMESolver(mgr manager.Manager, opts Options, challenges *acmesolver.Cha
 		srv, err := acmesolver.NewServer(acmesolver.ServerOptions{
 			Addr:      opts.ACMEHTTP01Addr,
 			Cache:     mgr.GetCache(),
+			APIReader: mgr.GetAPIReader(),
 			Namespace: opts.ClusterResourceNamespace,
 			Logger:    log,
 		})

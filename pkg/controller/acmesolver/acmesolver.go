@@ -2,8 +2,9 @@
 // replica. Only the leader runs orders, but the solver Service sends the
 // ACME server's validation request to any replica, so the leader publishes
 // each pending key authorization in a ConfigMap in the controller's
-// namespace, every replica serves what its cache holds, and the leader
-// deletes the ConfigMap once the authorization is settled.
+// namespace, every replica serves what its cache holds (asking the API
+// server when its cache has not caught up yet), and the leader deletes the
+// ConfigMap once the authorization is settled.
 package acmesolver
 
 import (
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -146,16 +148,30 @@ func lookup(ctx context.Context, reader client.Reader, namespace, token string) 
 	if err != nil {
 		return "", fmt.Errorf("reading HTTP-01 challenge: %w", err)
 	}
-	// The name is a hash: check the token itself.
-	if cm.Data[KeyToken] != token {
+	// The name is a hash: check the token itself. An uncached read sees
+	// ConfigMaps the leader did not publish too: check the label.
+	if cm.Labels[LabelChallenge] != "true" || cm.Data[KeyToken] != token {
 		return "", nil
 	}
 	return cm.Data[KeyKeyAuthorization], nil
 }
 
+// Uncached reads on a cache miss are limited: the challenge path is open
+// to anyone, while a validation reaching a replica before its watch
+// delivered the challenge is rare, and ACME servers ask a few times.
+const (
+	uncachedReadsPerSecond = 5
+	uncachedReadBurst      = 20
+)
+
 // Handler answers GET /.well-known/acme-challenge/<token> with the key
-// authorization published for token, and 404 otherwise.
-func Handler(reader client.Reader, namespace string, log logr.Logger) http.Handler {
+// authorization published for token, and 404 otherwise. It looks in cached
+// first and, when the challenge is not there, in apiReader: the leader
+// waits for its own cache only, so a validation may reach a replica whose
+// watch has not delivered the challenge yet, and a 404 fails the
+// authorization for good.
+func Handler(cached, apiReader client.Reader, namespace string, log logr.Logger) http.Handler {
+	misses := rate.NewLimiter(uncachedReadsPerSecond, uncachedReadBurst)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 		if !ok || token == "" || strings.Contains(token, "/") {
@@ -167,7 +183,10 @@ func Handler(reader client.Reader, namespace string, log logr.Logger) http.Handl
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		keyAuth, err := lookup(r.Context(), reader, namespace, token)
+		keyAuth, err := lookup(r.Context(), cached, namespace, token)
+		if err == nil && keyAuth == "" && misses.Allow() {
+			keyAuth, err = lookup(r.Context(), apiReader, namespace, token)
+		}
 		if err != nil {
 			log.Error(err, "answering HTTP-01 challenge")
 			http.Error(w, "internal error", http.StatusInternalServerError)
@@ -190,6 +209,10 @@ type ServerOptions struct {
 	Addr string
 	// Cache is the manager's cache, configured with CacheConfig. Required.
 	Cache cache.Cache
+	// APIReader reads a challenge the cache does not hold yet, typically
+	// the manager's uncached reader, which needs get on ConfigMaps in
+	// Namespace. Required.
+	APIReader client.Reader
 	// Namespace holds the challenge objects. Required.
 	Namespace string
 	// Logger defaults to a logger that discards.
@@ -209,8 +232,8 @@ var (
 
 // NewServer returns a Server to add to the manager.
 func NewServer(opts ServerOptions) (*Server, error) {
-	if opts.Addr == "" || opts.Cache == nil || opts.Namespace == "" {
-		return nil, errors.New("acmesolver: an address, a cache and a namespace are required")
+	if opts.Addr == "" || opts.Cache == nil || opts.APIReader == nil || opts.Namespace == "" {
+		return nil, errors.New("acmesolver: an address, a cache, an API reader and a namespace are required")
 	}
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
@@ -242,7 +265,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("listening for HTTP-01 challenges: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(s.opts.Cache, s.opts.Namespace, s.opts.Logger),
+		Handler:           Handler(s.opts.Cache, s.opts.APIReader, s.opts.Namespace, s.opts.Logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 	}

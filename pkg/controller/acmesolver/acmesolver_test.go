@@ -31,7 +31,7 @@ func TestHandler(t *testing.T) {
 	if err := challenges.Present(ctx, "Tok-En_1", "Tok-En_1.thumbprint"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(c, ns, logr.Discard()))
+	srv := httptest.NewServer(Handler(c, c, ns, logr.Discard()))
 	defer srv.Close()
 
 	tests := []struct {
@@ -54,6 +54,57 @@ func TestHandler(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.wantCode {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.wantCode)
+			}
+			if tt.wantBody != "" && string(body) != tt.wantBody {
+				t.Errorf("body = %q, want %q", body, tt.wantBody)
+			}
+		})
+	}
+}
+
+func TestHandlerReadsAChallengeItsCacheDoesNotHoldYet(t *testing.T) {
+	challenge := func(token string, labels map[string]string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ObjectName(token), Labels: labels},
+			Data:       map[string]string{KeyToken: token, KeyKeyAuthorization: token + ".thumbprint"},
+		}
+	}
+	published := map[string]string{LabelChallenge: "true"}
+	// The cache has seen nothing yet; the API server has what the leader
+	// published, and a ConfigMap of the same shape it did not.
+	cached := fake.NewClientBuilder().Build()
+	api := fake.NewClientBuilder().WithObjects(
+		challenge("published", published),
+		challenge("unlabelled", nil),
+		&corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ObjectName("other-token"), Labels: published},
+			Data:       map[string]string{KeyToken: "colliding", KeyKeyAuthorization: "colliding.thumbprint"},
+		},
+	).Build()
+	srv := httptest.NewServer(Handler(cached, api, ns, logr.Discard()))
+	defer srv.Close()
+
+	tests := []struct {
+		name     string
+		token    string
+		wantCode int
+		wantBody string
+	}{
+		{name: "a published challenge is answered", token: "published", wantCode: http.StatusOK, wantBody: "published.thumbprint"},
+		{name: "a ConfigMap without the challenge label is not answered", token: "unlabelled", wantCode: http.StatusNotFound},
+		{name: "a ConfigMap holding another token is not answered", token: "other-token", wantCode: http.StatusNotFound},
+		{name: "an unknown token is not found", token: "unknown", wantCode: http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := http.Get(srv.URL + PathPrefix + tt.token)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -80,7 +81,7 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 	if old == nil && slices.ContainsFunc(published, func(c *x509.Certificate) bool { return !slices.ContainsFunc(anchors, c.Equal) }) {
 		// A status written before the controller recorded what it signs
 		// with, publishing CAs that no longer sign: they signed until now,
-		// under the current policy as far as anyone can tell.
+		// with the current backend and policy as far as anyone can tell.
 		old = &v1alpha1.SigningState{MaxDuration: next.MaxDuration}
 	}
 	switch {
@@ -88,16 +89,24 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 		// First sight of this issuer: nothing to compare with, and nothing
 		// to ask of drivers.
 	case old.CAFingerprint != next.CAFingerprint:
-		// Certificates signed until now live at most old.MaxDuration, and
-		// no longer than the CA certificates they chain to.
-		lastExpiry := now.Add(old.MaxDuration.Duration)
+		// Certificates signed until now live no longer than the CA
+		// certificates they chain to, and at most old.MaxDuration when the
+		// issuer chose their lifetime. An ACME server picks the lifetime
+		// itself and may ignore the one asked for, so certificates it
+		// signed are bounded by the anchors alone.
+		lifetimeBounded := !strings.HasPrefix(old.CAFingerprint, bundleIdentityPrefix)
+		if old.CAFingerprint == "" {
+			// A status from before the controller recorded it (see
+			// above): the backend signed as it does now.
+			lifetimeBounded = st.CA != nil
+		}
 		for _, c := range published {
 			if slices.ContainsFunc(anchors, c.Equal) || retiringContains(retiring, c) {
 				continue
 			}
-			until := lastExpiry
-			if c.NotAfter.Before(until) {
-				until = c.NotAfter
+			until := c.NotAfter
+			if lastExpiry := now.Add(old.MaxDuration.Duration); lifetimeBounded && lastExpiry.Before(until) {
+				until = lastExpiry
 			}
 			if until.After(now) {
 				retiring = append(retiring, v1alpha1.RetiringCA{Certificate: string(encodePEM(c)), Until: ceilTime(until)})
@@ -186,8 +195,12 @@ func caIdentity(st issuer.Status) string {
 		return fingerprint(st.CA)
 	}
 	sum := sha256.Sum256(st.TrustBundle)
-	return "bundle:" + hex.EncodeToString(sum[:])
+	return bundleIdentityPrefix + hex.EncodeToString(sum[:])
 }
+
+// bundleIdentityPrefix starts the identity of a backend without a CA of
+// its own.
+const bundleIdentityPrefix = "bundle:"
 
 func fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
@@ -264,56 +277,88 @@ func ptrTime(t time.Time) *metav1.Time {
 // rotation until the issuer controller publishes the new CA. An issuer
 // that publishes no bundle leaves relying parties nothing to check against,
 // so every chain passes.
+//
+// The chain is anchored when any of its certificates is an anchor or is
+// signed by one, not only its last: an ACME chain may end in a root
+// cross-signed by an older CA while the bundle holds the same root
+// self-signed, and relying parties build their path to that anchor from
+// below the cross-signed certificate. Validity periods and key usages are
+// left to relying parties: the question here is only which CA anchors the
+// chain, and its answer does not change with the time it is asked.
 func PublishedBundleTrusts(iss v1alpha1.GenericIssuer, chain []byte) (bool, error) {
 	bundle := iss.GetStatus().TrustBundle
 	if bundle == "" {
 		return true, nil
 	}
-	var top *pem.Block
-	n := 0
+	var ders [][]byte
 	for rest := chain; ; {
 		var block *pem.Block
 		if block, rest = pem.Decode(rest); block == nil {
 			break
 		}
 		if block.Type == "CERTIFICATE" {
-			top, n = block, n+1
+			ders = append(ders, block.Bytes)
 		}
 	}
-	if top == nil {
+	if len(ders) == 0 {
 		return false, fmt.Errorf("the signed chain holds no certificate")
 	}
-	// Above an intermediate the answer is the same for every leaf: check
-	// its signature once per bundle rather than once per request.
+	// Above the leaf the answer is the same for every request: check the
+	// intermediates once per bundle rather than once per request.
+	leaf, intermediates := ders[0], ders[1:]
 	var memoKey [sha256.Size]byte
-	if n > 1 {
-		memoKey = sha256.Sum256(append([]byte(bundle), top.Bytes...))
+	if len(intermediates) > 0 {
+		memoKey = intermediatesKey(bundle, intermediates)
 		if _, ok := trustedIntermediates.Load(memoKey); ok {
 			return true, nil
 		}
-	}
-	last, err := x509.ParseCertificate(top.Bytes)
-	if err != nil {
-		return false, fmt.Errorf("parsing the signed chain: %w", err)
 	}
 	anchors, err := parsePEMCertificates(bundle)
 	if err != nil {
 		return false, fmt.Errorf("parsing the published trust bundle: %w", err)
 	}
-	for _, a := range anchors {
-		// Names alone do not tell CAs apart: a replacement root often has
-		// the same subject as the one it replaces.
-		if a.Equal(last) || bytes.Equal(a.RawSubject, last.RawIssuer) && last.CheckSignatureFrom(a) == nil {
-			if n > 1 {
-				rememberTrusted(memoKey)
-			}
+	for _, der := range intermediates {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return false, fmt.Errorf("parsing the signed chain: %w", err)
+		}
+		if anchoredBy(anchors, c) {
+			rememberTrusted(memoKey)
 			return true, nil
 		}
 	}
-	return false, nil
+	c, err := x509.ParseCertificate(leaf)
+	if err != nil {
+		return false, fmt.Errorf("parsing the signed chain: %w", err)
+	}
+	return anchoredBy(anchors, c), nil
 }
 
-// trustedIntermediates holds hashes of (published bundle, intermediate)
+// anchoredBy reports whether c is one of anchors or is signed by one.
+func anchoredBy(anchors []*x509.Certificate, c *x509.Certificate) bool {
+	return slices.ContainsFunc(anchors, func(a *x509.Certificate) bool {
+		// Names alone do not tell CAs apart: a replacement root often has
+		// the same subject as the one it replaces.
+		return a.Equal(c) || bytes.Equal(a.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(a) == nil
+	})
+}
+
+// intermediatesKey identifies a published bundle and the intermediates of
+// a chain; the bundle's length goes first so that no other bundle and
+// intermediates hash the same bytes.
+func intermediatesKey(bundle string, intermediates [][]byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(bundle))))
+	h.Write([]byte(bundle))
+	for _, der := range intermediates {
+		h.Write(der)
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	return key
+}
+
+// trustedIntermediates holds hashes of (published bundle, intermediates)
 // pairs found to chain. Only positive answers are kept, each for an exact
 // bundle, so an entry never outlives its truth; it is bounded because a
 // bundle changes only at rotations.

@@ -77,6 +77,23 @@ func newTestCA(t *testing.T, notBefore, notAfter time.Time, parent *testCA) *tes
 
 func (c *testCA) pem() string { return string(encodePEM(c.cert)) }
 
+// crossSignedBy is c's certificate again, same name and key, signed by
+// other: the link an ACME chain ends with when it leads to an older root.
+func (c *testCA) crossSignedBy(t *testing.T, other *testCA) *testCA {
+	t.Helper()
+	tmpl := *c.cert
+	tmpl.SerialNumber = new(big.Int).Add(c.cert.SerialNumber, big.NewInt(1))
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, other.cert, c.cert.PublicKey, other.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: c.key}
+}
+
 func (c *testCA) secretData(t *testing.T) map[string][]byte {
 	t.Helper()
 	keyDER, err := x509.MarshalPKCS8PrivateKey(c.key)
@@ -392,6 +409,12 @@ func TestPublishedBundleTrusts(t *testing.T) {
 		leaf := newTestCA(t, t0, t0.Add(time.Hour), parent)
 		return leaf.pem()
 	}
+	// An ACME chain: leaf, intermediate, and the root that signed the
+	// intermediate cross-signed by an older root, which has expired.
+	olderRoot := newTestCA(t, t0.Add(-2*year), t0.Add(-time.Hour), nil)
+	acmeChain := leafOf(intermediate) + intermediate.pem() + root.crossSignedBy(t, olderRoot).pem()
+	otherIntermediate := newTestCA(t, t0, t0.Add(year), sameName)
+	otherACMEChain := leafOf(otherIntermediate) + otherIntermediate.pem() + sameName.crossSignedBy(t, olderRoot).pem()
 	for _, c := range []struct {
 		name   string
 		bundle string
@@ -405,6 +428,9 @@ func TestPublishedBundleTrusts(t *testing.T) {
 		{name: "a leaf of a new root with the same name as the published one", bundle: root.pem(), chain: leafOf(sameName), want: false},
 		{name: "a leaf of a new root once both are published", bundle: sameName.pem() + root.pem(), chain: leafOf(sameName), want: true},
 		{name: "any chain of an issuer that publishes no bundle", bundle: "", chain: leafOf(sameName), want: true},
+		{name: "a chain ending in a cross-signed root, with that root self-signed in the bundle", bundle: root.pem(), chain: acmeChain, want: true},
+		{name: "a chain ending in a cross-signed root, with the root that cross-signed it in the bundle", bundle: olderRoot.pem(), chain: acmeChain, want: true},
+		{name: "a chain ending in a cross-signed root of another key with the same name as the published one", bundle: root.pem(), chain: otherACMEChain, want: false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			iss := &v1alpha1.Issuer{Status: v1alpha1.IssuerStatus{TrustBundle: c.bundle}}
@@ -464,6 +490,114 @@ func TestAnUpgradedControllerRetiresCAsItFindsPublished(t *testing.T) {
 			}
 			if got.rotated != c.wantRotated || (got.reissueBefore != nil) != c.wantRotated || len(got.retiring) != c.wantRetiring {
 				t.Errorf("rotated %v, reissueBefore %v, %d retiring; want rotated %v", got.rotated, got.reissueBefore, len(got.retiring), c.wantRotated)
+			}
+		})
+	}
+}
+
+// acmeStub is an ACME backend whose server's chains lead to root.
+type acmeStub struct{ root *testCA }
+
+func (a *acmeStub) Ready(context.Context, v1alpha1.GenericIssuer) (issuer.Status, error) {
+	return issuer.Status{Ready: true, TrustBundle: []byte(a.root.pem())}, nil
+}
+
+func (a *acmeStub) Sign(context.Context, v1alpha1.GenericIssuer, issuer.Request) ([]byte, error) {
+	panic("the issuer controller does not sign")
+}
+
+func TestAnACMERootStaysTrustedUntilItExpiresAfterTheServerMovesToAnother(t *testing.T) {
+	year := 365 * 24 * time.Hour
+	oldRoot := newTestCA(t, t0.Add(-year), t0.Add(2*year), nil)
+	newRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(5*year), nil)
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	iss := &v1alpha1.Issuer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "acme", Generation: 1},
+		Spec:       v1alpha1.IssuerSpec{ACME: &v1alpha1.ACMEIssuer{}},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(iss).WithStatusSubresource(iss).Build()
+	clock := clocktesting.NewFakeClock(t0)
+	backend := &acmeStub{root: oldRoot}
+	rec := &Reconciler{client: c, kind: request.KindIssuer, backends: issuer.Backends{ACME: backend}, clusterNS: "certmint", clock: clock}
+	reconcileAndGet := func() (reconcile.Result, *v1alpha1.Issuer) {
+		t.Helper()
+		res, err := rec.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(iss)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got v1alpha1.Issuer
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(iss), &got); err != nil {
+			t.Fatal(err)
+		}
+		return res, &got
+	}
+	reconcileAndGet()
+
+	rotatedAt := t0.Add(time.Hour)
+	clock.SetTime(rotatedAt)
+	backend.root = newRoot
+	res, got := reconcileAndGet()
+	// The server chose the lifetime of what the old root signed (90 days,
+	// say) whatever the policy's 720h maximum asked for.
+	r := got.Status.RetiringCAs
+	if len(r) != 1 || r[0].Certificate != oldRoot.pem() || !r[0].Until.Time.Equal(oldRoot.cert.NotAfter) {
+		t.Errorf("retiring CAs = %+v, want the old root until its own expiry %s", r, oldRoot.cert.NotAfter)
+	}
+	if want := oldRoot.cert.NotAfter.Sub(rotatedAt); res.RequeueAfter != want {
+		t.Errorf("requeue after %s, want %s: when the old root expires", res.RequeueAfter, want)
+	}
+
+	clock.SetTime(rotatedAt.Add(90 * 24 * time.Hour))
+	if _, got = reconcileAndGet(); got.Status.TrustBundle != newRoot.pem()+oldRoot.pem() {
+		t.Error("90 days after the rotation, the trust bundle no longer holds both roots")
+	}
+	clock.SetTime(oldRoot.cert.NotAfter)
+	if _, got = reconcileAndGet(); got.Status.TrustBundle != newRoot.pem() || len(got.Status.RetiringCAs) != 0 {
+		t.Errorf("once the old root expired: %d retiring CAs, want the new root alone in the bundle", len(got.Status.RetiringCAs))
+	}
+}
+
+func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing.T) {
+	year := 365 * 24 * time.Hour
+	oldRoot := newTestCA(t, t0.Add(-year), t0.Add(2*year), nil)
+	newRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(5*year), nil)
+	spec := &v1alpha1.IssuerSpec{}
+	acme := func(root *testCA) issuer.Status { return issuer.Status{Ready: true, TrustBundle: []byte(root.pem())} }
+	withCA := func(root *testCA) issuer.Status {
+		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem()), CA: root.cert}
+	}
+	for _, c := range []struct {
+		name string
+		// recorded is false for a status from before the controller
+		// recorded what signs.
+		from, to  issuer.Status
+		recorded  bool
+		wantUntil time.Time
+	}{
+		{name: "an ACME server moving to a new root", from: acme(oldRoot), to: acme(newRoot), recorded: true, wantUntil: oldRoot.cert.NotAfter},
+		{name: "a switch from ACME to a CA", from: acme(oldRoot), to: withCA(newRoot), recorded: true, wantUntil: oldRoot.cert.NotAfter},
+		{name: "a switch from a CA to ACME", from: withCA(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(720 * time.Hour)},
+		{name: "an ACME issuer whose status predates the signing record", from: acme(oldRoot), to: acme(newRoot), wantUntil: oldRoot.cert.NotAfter},
+		{name: "a CA issuer whose status predates the signing record", from: withCA(oldRoot), to: withCA(newRoot), wantUntil: t0.Add(720 * time.Hour)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			first, err := nextTrust(&v1alpha1.IssuerStatus{}, spec, c.from, t0.Add(-time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			prev := &v1alpha1.IssuerStatus{TrustBundle: first.bundle}
+			if c.recorded {
+				prev.Signing = first.signing
+			}
+			got, err := nextTrust(prev, spec, c.to, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := got.retiring; len(r) != 1 || !r[0].Until.Time.Equal(c.wantUntil) {
+				t.Errorf("retiring CAs = %+v, want the old root until %s", r, c.wantUntil)
 			}
 		})
 	}

@@ -36,7 +36,9 @@ const (
 
 // session is a registered account with what signing for one issuer needs.
 type session struct {
-	// fingerprint changes with anything the registration depends on.
+	// fingerprint changes with anything the session is built from: the
+	// registration's inputs and the trust bundle chains are checked
+	// against.
 	fingerprint string
 	client      *acme.Client
 	accountURI  string
@@ -52,6 +54,12 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 	if spec == nil {
 		return nil, &issuer.NotReadyError{Reason: v1alpha1.ReasonError, Message: "the spec has no acme section"}
 	}
+	if iss.GetNamespace() != "" {
+		// The API server refuses these; an Issuer stored before that rule
+		// must still not sign, as its owner also writes its policy and
+		// HTTP-01 cannot tell whose a name is.
+		return nil, &issuer.NotReadyError{Reason: ReasonNamespacedIssuer, Message: "acme is available only on ClusterIssuers: an HTTP-01 challenge proves that a name reaches the cluster, not which namespace controls it"}
+	}
 	trustPEM, trust, err := parseBundle(spec.TrustBundle)
 	if err != nil {
 		return nil, &issuer.NotReadyError{Reason: ReasonInvalidTrustBundle, Message: "spec.acme.trustBundle: " + err.Error()}
@@ -62,14 +70,14 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 			return nil, &issuer.NotReadyError{Reason: ReasonInvalidCABundle, Message: "spec.acme.caBundle: " + err.Error()}
 		}
 	}
-	secretRef := b.accountKeyRef(iss)
+	secretRef := types.NamespacedName{Namespace: b.clusterResourceNamespace, Name: spec.AccountKeySecretName}
 	key, secretVersion, err := b.accountKey(ctx, iss, secretRef)
 	if err != nil {
 		return nil, err
 	}
 
 	sum := sha256.New()
-	for _, part := range []string{spec.Server, spec.Email, spec.CABundle, secretVersion} {
+	for _, part := range []string{spec.Server, spec.Email, spec.CABundle, spec.TrustBundle, secretVersion} {
 		sum.Write([]byte(part))
 		sum.Write([]byte{0})
 	}
@@ -114,29 +122,14 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 	return s, nil
 }
 
-// accountKeyRef is where the account key Secret of iss lives.
-func (b *Backend) accountKeyRef(iss v1alpha1.GenericIssuer) types.NamespacedName {
-	ns := iss.GetNamespace()
-	if ns == "" {
-		ns = b.clusterResourceNamespace
-	}
-	return types.NamespacedName{Namespace: ns, Name: iss.GetSpec().ACME.AccountKeySecretName}
-}
-
-// accountKey reads the account key, generating a ClusterIssuer's into a new
-// Secret when there is none, and returns it with a version that changes when the
+// accountKey reads the account key, generating it into a new Secret when
+// there is none, and returns it with a version that changes when the
 // Secret is replaced or edited.
 func (b *Backend) accountKey(ctx context.Context, iss v1alpha1.GenericIssuer, ref types.NamespacedName) (crypto.Signer, string, error) {
 	var secret corev1.Secret
 	err := b.secrets.Get(ctx, ref, &secret)
-	switch {
-	case apierrors.IsNotFound(err) && iss.GetNamespace() == "":
+	if apierrors.IsNotFound(err) {
 		return b.createAccountKey(ctx, iss, ref)
-	case apierrors.IsNotFound(err):
-		// The controller may create Secrets only in its own namespace: the
-		// right to create them anywhere would let it mint a token for any
-		// ServiceAccount. A namespaced Issuer's owner provides the key.
-		return nil, "", &issuer.NotReadyError{Reason: v1alpha1.ReasonSecretNotFound, Message: fmt.Sprintf("account key Secret %s not found; create it with a PEM ECDSA or RSA private key in %s", ref, corev1.TLSPrivateKeyKey)}
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the account key Secret %s: %w", ref, err)

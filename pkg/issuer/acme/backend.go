@@ -28,6 +28,10 @@ const (
 	ReasonInvalidTrustBundle = "InvalidTrustBundle"
 	ReasonInvalidCABundle    = "InvalidCABundle"
 	ReasonAccountError       = "ACMEAccountError"
+	// ReasonNamespacedIssuer is the reason of an Issuer with an acme
+	// spec: the API server rejects those, so only one stored before that
+	// rule existed gets here.
+	ReasonNamespacedIssuer = "ACMERequiresClusterIssuer"
 )
 
 // accountRecheck is how soon an issuer whose account could not be
@@ -108,18 +112,17 @@ func New(opts Options) (*Backend, error) {
 	}, nil
 }
 
-// Ready checks the spec's bundles and registers the account, generating a
-// ClusterIssuer's key when the Secret is missing.
+// Ready checks the spec's bundles and registers the account, generating
+// its key when the Secret is missing.
 func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer.Status, error) {
 	s, err := b.session(ctx, iss)
 	var notReady *issuer.NotReadyError
 	switch {
 	case errors.As(err, &notReady):
 		st := issuer.Status{Reason: notReady.Reason, Message: notReady.Message}
-		// Neither an ACME server coming back nor an account key Secret
-		// appearing (it is not a TLS Secret, so no watch sees it) causes
-		// an event: look again after a while.
-		if notReady.Reason == ReasonAccountError || notReady.Reason == v1alpha1.ReasonSecretNotFound {
+		// An ACME server coming back causes no event: look again after a
+		// while.
+		if notReady.Reason == ReasonAccountError {
 			st.RecheckAt = b.clock.Now().Add(accountRecheck)
 		}
 		return st, nil

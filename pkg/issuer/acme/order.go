@@ -36,8 +36,9 @@ const (
 	// finalizeWait bounds how long Sign waits for the certificate after
 	// finalizing; a slower server is asked again on the next call.
 	finalizeWait = 5 * time.Second
-	// orderIdle is how long an order is kept without Sign asking about
-	// it: its request was deleted or signed by another replica.
+	// orderIdle is how long an order, or the certificate it got, is kept
+	// without Sign asking about it: its request was deleted, signed by
+	// another replica, or has stored the certificate.
 	orderIdle = time.Hour
 	// defaultRateLimitWait is how long to wait after a rate limit without
 	// a Retry-After.
@@ -50,17 +51,35 @@ const (
 	logKeyDNSName = "dnsName"
 )
 
-// orderState is what Sign keeps between calls for one request.
+// orderState is what Sign keeps between calls for one request. Backend.mu
+// guards lastUsed; mu guards the rest.
 type orderState struct {
 	mu sync.Mutex
-	// fingerprint is the session's: the order belongs to that account.
+	// fingerprint is the session's: an unfinished order belongs to that
+	// account.
 	fingerprint string
 	url         string
 	// tokens are the published challenges, by authorization URL.
 	tokens map[string]string
 	// accepted are the challenges the server has been told to validate.
 	accepted map[string]bool
+	// issued is the chain the server issued (DER, as it sent it). It is
+	// handed out again until the request stops asking: the caller may
+	// fail to store it, and ordering again would get a duplicate
+	// certificate, which public CAs rate-limit.
+	issued   [][]byte
 	lastUsed time.Time
+}
+
+// reset forgets an unfinished order of another account: it is not ours to
+// use any more. Its challenges are left to the solver's sweep, as the
+// server may still be validating one that a new order of the same account
+// reuses.
+func reset(st *orderState, fingerprint string) {
+	st.fingerprint = fingerprint
+	st.url = ""
+	st.tokens = map[string]string{}
+	st.accepted = map[string]bool{}
 }
 
 // orderKey identifies the order of one request: the certificate request
@@ -75,22 +94,36 @@ func orderKey(iss v1alpha1.GenericIssuer, csrDER []byte) string {
 // for the server, and returns the chain when it is issued.
 func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *session, names []string, req issuer.Request) ([]byte, error) {
 	key := orderKey(iss, req.CSR.Raw)
-	now := b.clock.Now()
 	b.mu.Lock()
 	st, ok := b.orders[key]
-	if !ok || st.fingerprint != s.fingerprint {
-		// An order of a replaced account is not ours to use any more; its
-		// challenges, if any, are swept by the solver.
+	if !ok {
 		st = &orderState{fingerprint: s.fingerprint, tokens: map[string]string{}, accepted: map[string]bool{}}
 		b.orders[key] = st
 	}
-	st.lastUsed = now
+	st.lastUsed = b.clock.Now()
 	b.mu.Unlock()
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	chain, err := b.step(ctx, s, st, names, req)
-	if err == nil || isPermanent(err) {
+	// A certificate already issued is for the node's key whichever account
+	// got it; checking it again below applies a trust bundle edited since.
+	der := st.issued
+	var err error
+	if der == nil {
+		if st.fingerprint != s.fingerprint {
+			reset(st, s.fingerprint)
+		}
+		der, err = b.step(ctx, s, st, names, req)
+	}
+	var chain []byte
+	if err == nil {
+		chain, err = verifyChain(der, req.CSR, s.trust, b.clock.Now())
+	}
+	switch {
+	case err == nil:
+		st.issued = der
+		b.cleanUp(ctx, st)
+	case isPermanent(err):
 		b.mu.Lock()
 		if b.orders[key] == st {
 			delete(b.orders, key)
@@ -106,8 +139,9 @@ func isPermanent(err error) bool {
 	return errors.As(err, &permanent)
 }
 
-// step is one pass over the order.
-func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req issuer.Request) ([]byte, error) {
+// step is one pass over the order; it returns the chain as the server
+// issued it.
+func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req issuer.Request) ([][]byte, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	if st.url == "" {
 		ids := make([]acme.AuthzID, len(names))
@@ -146,7 +180,7 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 			if err != nil {
 				return nil, b.acmeError("downloading the certificate", err)
 			}
-			return verifyChain(der, req.CSR, s.trust, b.clock.Now())
+			return der, nil
 		default:
 			return nil, issuer.Permanentf("the ACME order is %s: %s", order.Status, problem(order.Error))
 		}
@@ -196,11 +230,14 @@ func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, ord
 		if err != nil {
 			return false, err
 		}
+		// Recorded even when already served, as when the server reuses a
+		// pending authorization an earlier order published: this order
+		// withdraws it once settled.
+		st.tokens[url] = chal.Token
 		if !served {
 			if err := b.solver.Present(ctx, chal.Token, keyAuth); err != nil {
 				return false, err
 			}
-			st.tokens[url] = chal.Token
 			if served, err = b.waitServed(ctx, chal.Token, keyAuth); err != nil || !served {
 				return false, err
 			}
@@ -238,7 +275,7 @@ func (b *Backend) waitServed(ctx context.Context, token, keyAuth string) (bool, 
 
 // finalize asks the server to issue the certificate for the node's own
 // request and waits a little for it.
-func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, req issuer.Request) ([]byte, error) {
+func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, req issuer.Request) ([][]byte, error) {
 	finalizeCtx, cancel := context.WithTimeout(ctx, finalizeWait)
 	defer cancel()
 	der, _, err := s.client.CreateOrderCert(finalizeCtx, order.FinalizeURL, req.CSR.Raw, true)
@@ -252,7 +289,7 @@ func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, r
 		}
 		return nil, b.acmeError("finalizing the ACME order", err)
 	}
-	return verifyChain(der, req.CSR, s.trust, b.clock.Now())
+	return der, nil
 }
 
 // cleanUp withdraws the challenges st published. A failure is logged: the

@@ -3,9 +3,6 @@ package controller_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"net"
@@ -48,13 +45,14 @@ func TestACMEIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss := &v1alpha1.Issuer{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pebble"},
+	issuerName := uniqueName("pebble")
+	iss := &v1alpha1.ClusterIssuer{
+		ObjectMeta: metav1.ObjectMeta{Name: issuerName},
 		Spec: v1alpha1.IssuerSpec{
 			ACME: &v1alpha1.ACMEIssuer{
 				Server:               pb.directoryURL,
 				Email:                "certs@certmint.test",
-				AccountKeySecretName: "pebble-account",
+				AccountKeySecretName: issuerName + "-account",
 				CABundle:             string(pb.tlsCA),
 				TrustBundle:          string(pb.root),
 				Solver:               v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
@@ -62,45 +60,27 @@ func TestACMEIssuer(t *testing.T) {
 			Policy: &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}.${POD_NAMESPACE}.certmint.test"}},
 		},
 	}
-	// A namespaced Issuer's owner provides the account key.
-	createAccountKeySecret(t, ns, "pebble-account")
 	if err := e.admin.Create(ctx, iss); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = e.admin.Delete(context.Background(), iss)
+		// Deleting the issuer leaves its account key behind.
+		_ = e.admin.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: certmintNS, Name: iss.Spec.ACME.AccountKeySecretName}})
+	})
 	// Only the leader reconciles issuers: this one is the leader from now.
 	cond := waitReady(t, iss, metav1.ConditionTrue, v1alpha1.ReasonReady)
 	t.Logf("issuer ready: %s", cond.Message)
 	startController(t, "acme-standby", "--leader-elect=true", "--acme-http01-address="+standbySolver)
-	signer := request.IssuerRef{Kind: request.KindIssuer, Namespace: ns, Name: "pebble"}.SignerName()
+	signer := request.IssuerRef{Kind: request.KindClusterIssuer, Name: issuerName}.SignerName()
 
-	t.Run("a ClusterIssuer's account key is generated in the controller's namespace", func(t *testing.T) {
-		ci := &v1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("pebble")}, Spec: *iss.Spec.DeepCopy()}
-		ci.Spec.ACME.AccountKeySecretName = ci.Name + "-account"
-		if err := e.admin.Create(ctx, ci); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = e.admin.Delete(context.Background(), ci) })
-		waitReady(t, ci, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	t.Run("the account key is generated in the controller's namespace", func(t *testing.T) {
 		var secret corev1.Secret
-		if err := e.admin.Get(ctx, types.NamespacedName{Namespace: certmintNS, Name: ci.Spec.ACME.AccountKeySecretName}, &secret); err != nil {
+		if err := e.admin.Get(ctx, types.NamespacedName{Namespace: certmintNS, Name: iss.Spec.ACME.AccountKeySecretName}, &secret); err != nil {
 			t.Fatal(err)
 		}
 		if block, _ := pem.Decode(secret.Data[corev1.TLSPrivateKeyKey]); block == nil || block.Type != "PRIVATE KEY" {
 			t.Fatalf("tls.key of the account Secret is not a PEM private key: %q", secret.Data[corev1.TLSPrivateKeyKey])
-		}
-	})
-
-	t.Run("an Issuer without its account key Secret is not ready and none is created", func(t *testing.T) {
-		other := &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-key"}, Spec: *iss.Spec.DeepCopy()}
-		other.Spec.ACME.AccountKeySecretName = "missing-account"
-		if err := e.admin.Create(ctx, other); err != nil {
-			t.Fatal(err)
-		}
-		waitReady(t, other, metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound)
-		var secret corev1.Secret
-		err := e.admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "missing-account"}, &secret)
-		if !apierrors.IsNotFound(err) {
-			t.Fatalf("the account key Secret in the Issuer's namespace: got err %v, want NotFound", err)
 		}
 	})
 
@@ -258,36 +238,23 @@ func TestACMEIssuerSpecValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("the API server rejects "+tt.name, func(t *testing.T) {
-			err := e.admin.Create(t.Context(), &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "acme"}, Spec: tt.spec})
+			err := e.admin.Create(t.Context(), &v1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("acme-spec")}, Spec: tt.spec})
 			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("create: %v, want Invalid saying %q", err, tt.wantErr)
 			}
 		})
 	}
-	t.Run("the API server accepts a complete spec", func(t *testing.T) {
-		if err := e.admin.Create(t.Context(), &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "acme"}, Spec: v1alpha1.IssuerSpec{ACME: valid()}}); err != nil {
-			t.Fatal(err)
+	t.Run("the API server rejects a namespaced Issuer with a complete acme spec", func(t *testing.T) {
+		err := e.admin.Create(t.Context(), &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "acme"}, Spec: v1alpha1.IssuerSpec{ACME: valid()}})
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "acme is available only on ClusterIssuers") {
+			t.Fatalf("create: %v, want Invalid saying acme is available only on ClusterIssuers", err)
 		}
 	})
-}
-
-// createAccountKeySecret stores a new ECDSA account key the way an Issuer's
-// owner would.
-func createAccountKeySecret(t *testing.T, ns, name string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Data:       map[string][]byte{corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})},
-	}
-	if err := env.admin.Create(t.Context(), secret); err != nil {
-		t.Fatal(err)
-	}
+	t.Run("the API server accepts a ClusterIssuer with a complete spec", func(t *testing.T) {
+		ci := &v1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("acme-spec")}, Spec: v1alpha1.IssuerSpec{ACME: valid()}}
+		if err := e.admin.Create(t.Context(), ci); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.admin.Delete(context.Background(), ci) })
+	})
 }

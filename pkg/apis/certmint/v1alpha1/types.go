@@ -14,6 +14,7 @@ import (
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.acme)",message="acme is available only on ClusterIssuers: an HTTP-01 challenge answered through the controller's shared solver proves only that a name reaches the cluster, not which namespace controls it, so an Issuer's owner could get a certificate for another tenant's name"
 type Issuer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -73,7 +74,8 @@ type IssuerSpec struct {
 
 	// ACME gets certificates from an ACME (RFC 8555) server such as Let's
 	// Encrypt, proving control of each DNS name with the HTTP-01 challenge
-	// the controller answers itself.
+	// the controller answers itself. ClusterIssuers only: the challenge
+	// proves that a name reaches the cluster, not which namespace owns it.
 	// +optional
 	ACME *ACMEIssuer `json:"acme,omitempty"`
 
@@ -116,12 +118,10 @@ type ACMEIssuer struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[^@ :/]+@[^@ :/]+$')",message="must be an email address"
 	Email string `json:"email,omitempty"`
 
-	// AccountKeySecretName names the Secret whose tls.key holds the
-	// account's private key (PEM). For a ClusterIssuer the Secret is in the
-	// controller's cluster resource namespace, and the controller generates
-	// an ECDSA P-256 key into it when it is missing. For an Issuer the
-	// Secret is in the Issuer's namespace and must be created by its owner:
-	// the controller creates Secrets in no other namespace than its own.
+	// AccountKeySecretName names the Secret in the controller's cluster
+	// resource namespace whose tls.key holds the account's private key
+	// (PEM). The controller generates an ECDSA P-256 key into it when it is
+	// missing.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name"

@@ -1,0 +1,198 @@
+package acme
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/issuer"
+)
+
+// memorySolver answers from memory; with servesEverything it claims to
+// serve every token already, as when an earlier order published it.
+type memorySolver struct {
+	servesEverything bool
+
+	mu        sync.Mutex
+	published map[string]string
+	withdrawn []string
+}
+
+func (s *memorySolver) Present(_ context.Context, token, keyAuth string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.published == nil {
+		s.published = map[string]string{}
+	}
+	s.published[token] = keyAuth
+	return nil
+}
+
+func (s *memorySolver) Served(_ context.Context, token, keyAuth string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.servesEverything || s.published[token] == keyAuth, nil
+}
+
+func (s *memorySolver) CleanUp(_ context.Context, token string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.published, token)
+	s.withdrawn = append(s.withdrawn, token)
+	return nil
+}
+
+type signFixture struct {
+	server  *fakeServer
+	backend *Backend
+	kube    client.Client
+	clock   *clocktesting.FakePassiveClock
+	issuer  *v1alpha1.ClusterIssuer
+}
+
+func newSignFixture(t *testing.T, solver Solver) *signFixture {
+	t.Helper()
+	server := newFakeServer(t)
+	kube := fake.NewClientBuilder().Build()
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	b, err := New(Options{Client: kube, Secrets: kube, Solver: solver, ClusterResourceNamespace: "certmint", Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &signFixture{
+		server:  server,
+		backend: b,
+		kube:    kube,
+		clock:   clk,
+		issuer: &v1alpha1.ClusterIssuer{
+			ObjectMeta: metav1.ObjectMeta{Name: "fake"},
+			Spec: v1alpha1.IssuerSpec{ACME: &v1alpha1.ACMEIssuer{
+				Server: server.directoryURL(), AccountKeySecretName: "fake-account", TrustBundle: server.rootPEM(),
+				Solver: v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
+			}},
+		},
+	}
+}
+
+func newRequest(t *testing.T, name string) issuer.Request {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, newKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issuer.Request{CSR: csr}
+}
+
+// signUntilIssued calls Sign as the controller does until it returns the
+// chain.
+func (f *signFixture) signUntilIssued(t *testing.T, req issuer.Request) []byte {
+	t.Helper()
+	for range 10 {
+		chain, err := f.backend.Sign(t.Context(), f.issuer, req)
+		var pending *issuer.PendingError
+		if errors.As(err, &pending) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return chain
+	}
+	t.Fatal("no certificate after 10 passes")
+	return nil
+}
+
+func TestSignHandsOutAnIssuedCertificateAgainUntilTheRequestStopsAsking(t *testing.T) {
+	f := newSignFixture(t, &memorySolver{})
+	req := newRequest(t, "web.example.com")
+	first := f.signUntilIssued(t, req)
+
+	// The controller may fail to store the chain (its status update
+	// conflicts, or the trust bundle is not published yet) and ask again.
+	again, err := f.backend.Sign(t.Context(), f.issuer, req)
+	if err != nil {
+		t.Fatalf("signing again: %v", err)
+	}
+	if !bytes.Equal(again, first) {
+		t.Error("signing again returned another chain")
+	}
+	if n := f.server.orderCount(); n != 1 {
+		t.Fatalf("orders created: %d, want 1: the issued certificate was ordered again", n)
+	}
+
+	f.clock.SetTime(f.clock.Now().Add(orderIdle + time.Minute))
+	f.signUntilIssued(t, req)
+	if n := f.server.orderCount(); n != 2 {
+		t.Errorf("orders created: %d, want 2: a certificate nobody asked for within %s is not kept", n, orderIdle)
+	}
+}
+
+func TestSignWithdrawsAChallengeThatWasAlreadyServed(t *testing.T) {
+	solver := &memorySolver{servesEverything: true}
+	f := newSignFixture(t, solver)
+	f.signUntilIssued(t, newRequest(t, "web.example.com"))
+	if want := []string{fakeToken(0, 0)}; !slices.Equal(solver.withdrawn, want) {
+		t.Errorf("withdrawn challenges = %v, want %v", solver.withdrawn, want)
+	}
+}
+
+func TestReadyPublishesAnEditedTrustBundle(t *testing.T) {
+	f := newSignFixture(t, &memorySolver{})
+	st, err := f.backend.Ready(t.Context(), f.issuer)
+	if err != nil || !st.Ready {
+		t.Fatalf("Ready = %+v, %v", st, err)
+	}
+	other := newCA(t, "another root", nil)
+	edited := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.cert.Raw}))
+	f.issuer.Spec.ACME.TrustBundle = edited
+	st, err = f.backend.Ready(t.Context(), f.issuer)
+	if err != nil || !st.Ready {
+		t.Fatalf("Ready after the edit = %+v, %v", st, err)
+	}
+	if string(st.TrustBundle) != edited {
+		t.Errorf("trust bundle after the edit:\n%s\nwant\n%s", st.TrustBundle, edited)
+	}
+}
+
+func TestANamespacedIssuerNeitherRegistersNorSigns(t *testing.T) {
+	f := newSignFixture(t, &memorySolver{})
+	iss := &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "acme"}, Spec: f.issuer.Spec}
+
+	st, err := f.backend.Ready(t.Context(), iss)
+	if err != nil || st.Ready || st.Reason != ReasonNamespacedIssuer {
+		t.Errorf("Ready = %+v, %v; want not ready with reason %s", st, err, ReasonNamespacedIssuer)
+	}
+	_, err = f.backend.Sign(t.Context(), iss, newRequest(t, "web.example.com"))
+	var notReady *issuer.NotReadyError
+	if !errors.As(err, &notReady) || notReady.Reason != ReasonNamespacedIssuer {
+		t.Errorf("Sign error = %v, want not ready with reason %s", err, ReasonNamespacedIssuer)
+	}
+	if f.server.registrations != 0 || f.server.orderCount() != 0 {
+		t.Errorf("the ACME server saw %d registrations and %d orders, want none", f.server.registrations, f.server.orderCount())
+	}
+	var secrets corev1.SecretList
+	if err := f.kube.List(t.Context(), &secrets); err != nil {
+		t.Fatal(err)
+	}
+	if len(secrets.Items) != 0 {
+		t.Error("an account key Secret was created")
+	}
+}
