@@ -195,8 +195,14 @@ func (m *Manager) rewriteCA(log logr.Logger, volumeID string, spec *attributes.S
 	at := trustTime(chain[0], m.clock.Now())
 	if verr := verifyTrusted(chain, ca, at); verr != nil {
 		untrusted = true
-		// A CA file that no longer parses has nothing worth keeping.
+		// A CA file that no longer parses has nothing worth keeping, and
+		// neither does one whose certificate has expired: old CAs stay only
+		// while a valid certificate still needs them, so a CA the issuer
+		// dropped is not trusted for ever when re-issuing keeps failing.
 		current, _ := parseChain(currentPEM)
+		if m.clock.Now().After(chain[0].NotAfter) {
+			current = nil
+		}
 		var kept []*x509.Certificate
 		for _, c := range current {
 			if verifyTrusted(chain, []*x509.Certificate{c}, at) == nil {

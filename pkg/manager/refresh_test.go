@@ -322,3 +322,31 @@ func TestResumeRemovesTheFilesOfAPublishCutShort(t *testing.T) {
 		t.Errorf("volume directory: %v, want it removed", err)
 	}
 }
+
+func TestAnExpiredCertificateKeepsNoCAItsIssuerDropped(t *testing.T) {
+	req := &signNow{}
+	m, store := newManager(t, req)
+	m.renewals = &recordedRenewals{}
+	old := req.signer
+	if err := m.Publish(context.Background(), volume(t, "csi-1")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Re-issuing has kept failing until the certificate expired; the
+	// issuer meanwhile publishes a new root only. Trusting the old one
+	// longer would serve no valid certificate, and it may have been
+	// dropped because its key leaked.
+	m.clock = clocktesting.NewFakeClock(time.Now().Add(365 * 24 * time.Hour))
+	next, err := csrtest.NewSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := m.trust.(staticTrust)
+	trust[shopCA] = []*x509.Certificate{next.CA}
+	m.IssuerChanged(shopCA)
+	refreshAll(t, m)
+
+	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(encodeCerts([]*x509.Certificate{next.CA})); got != want {
+		t.Errorf("ca.crt =\n%s\nwant the new CA alone, not the old %s", got, old.CA.Subject)
+	}
+}

@@ -92,8 +92,9 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 		// Certificates signed until now live no longer than the CA
 		// certificates they chain to, and at most old.MaxDuration when the
 		// issuer chose their lifetime. An ACME server picks the lifetime
-		// itself and may ignore the one asked for, so certificates it
-		// signed are bounded by the anchors alone.
+		// itself and may ignore the one asked for; bound it by
+		// acmeMaxLifetime rather than by the anchor, which may be valid for
+		// decades and is often removed precisely to stop trusting it.
 		lifetimeBounded := !strings.HasPrefix(old.CAFingerprint, bundleIdentityPrefix)
 		if old.CAFingerprint == "" {
 			// A status from before the controller recorded it (see
@@ -105,7 +106,11 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 				continue
 			}
 			until := c.NotAfter
-			if lastExpiry := now.Add(old.MaxDuration.Duration); lifetimeBounded && lastExpiry.Before(until) {
+			maxLifetime := acmeMaxLifetime
+			if lifetimeBounded {
+				maxLifetime = old.MaxDuration.Duration
+			}
+			if lastExpiry := now.Add(maxLifetime); lastExpiry.Before(until) {
 				until = lastExpiry
 			}
 			if until.After(now) {
@@ -201,6 +206,10 @@ func caIdentity(st issuer.Status) string {
 // bundleIdentityPrefix starts the identity of a backend without a CA of
 // its own.
 const bundleIdentityPrefix = "bundle:"
+
+// acmeMaxLifetime bounds the certificates of a backend that does not choose
+// their lifetime: public ACME CAs issue for 90 days at most.
+const acmeMaxLifetime = 100 * 24 * time.Hour
 
 func fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)

@@ -506,7 +506,7 @@ func (a *acmeStub) Sign(context.Context, v1alpha1.GenericIssuer, issuer.Request)
 	panic("the issuer controller does not sign")
 }
 
-func TestAnACMERootStaysTrustedUntilItExpiresAfterTheServerMovesToAnother(t *testing.T) {
+func TestAnACMERootStaysTrustedForTheLongestACMELifetimeAfterTheServerMovesToAnother(t *testing.T) {
 	year := 365 * 24 * time.Hour
 	oldRoot := newTestCA(t, t0.Add(-year), t0.Add(2*year), nil)
 	newRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(5*year), nil)
@@ -541,22 +541,24 @@ func TestAnACMERootStaysTrustedUntilItExpiresAfterTheServerMovesToAnother(t *tes
 	backend.root = newRoot
 	res, got := reconcileAndGet()
 	// The server chose the lifetime of what the old root signed (90 days,
-	// say) whatever the policy's 720h maximum asked for.
+	// say) whatever the policy's 720h maximum asked for; the root itself is
+	// valid for two more years, which is no reason to trust it that long.
+	until := rotatedAt.Add(acmeMaxLifetime)
 	r := got.Status.RetiringCAs
-	if len(r) != 1 || r[0].Certificate != oldRoot.pem() || !r[0].Until.Time.Equal(oldRoot.cert.NotAfter) {
-		t.Errorf("retiring CAs = %+v, want the old root until its own expiry %s", r, oldRoot.cert.NotAfter)
+	if len(r) != 1 || r[0].Certificate != oldRoot.pem() || !r[0].Until.Time.Equal(until) {
+		t.Errorf("retiring CAs = %+v, want the old root until %s", r, until)
 	}
-	if want := oldRoot.cert.NotAfter.Sub(rotatedAt); res.RequeueAfter != want {
-		t.Errorf("requeue after %s, want %s: when the old root expires", res.RequeueAfter, want)
+	if want := until.Sub(rotatedAt); res.RequeueAfter != want {
+		t.Errorf("requeue after %s, want %s: when the longest ACME certificate has expired", res.RequeueAfter, want)
 	}
 
 	clock.SetTime(rotatedAt.Add(90 * 24 * time.Hour))
 	if _, got = reconcileAndGet(); got.Status.TrustBundle != newRoot.pem()+oldRoot.pem() {
 		t.Error("90 days after the rotation, the trust bundle no longer holds both roots")
 	}
-	clock.SetTime(oldRoot.cert.NotAfter)
+	clock.SetTime(until)
 	if _, got = reconcileAndGet(); got.Status.TrustBundle != newRoot.pem() || len(got.Status.RetiringCAs) != 0 {
-		t.Errorf("once the old root expired: %d retiring CAs, want the new root alone in the bundle", len(got.Status.RetiringCAs))
+		t.Errorf("once the longest ACME certificate expired: %d retiring CAs, want the new root alone in the bundle", len(got.Status.RetiringCAs))
 	}
 }
 
@@ -577,10 +579,10 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 		recorded  bool
 		wantUntil time.Time
 	}{
-		{name: "an ACME server moving to a new root", from: acme(oldRoot), to: acme(newRoot), recorded: true, wantUntil: oldRoot.cert.NotAfter},
-		{name: "a switch from ACME to a CA", from: acme(oldRoot), to: withCA(newRoot), recorded: true, wantUntil: oldRoot.cert.NotAfter},
+		{name: "an ACME server moving to a new root", from: acme(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(acmeMaxLifetime)},
+		{name: "a switch from ACME to a CA", from: acme(oldRoot), to: withCA(newRoot), recorded: true, wantUntil: t0.Add(acmeMaxLifetime)},
 		{name: "a switch from a CA to ACME", from: withCA(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(720 * time.Hour)},
-		{name: "an ACME issuer whose status predates the signing record", from: acme(oldRoot), to: acme(newRoot), wantUntil: oldRoot.cert.NotAfter},
+		{name: "an ACME issuer whose status predates the signing record", from: acme(oldRoot), to: acme(newRoot), wantUntil: t0.Add(acmeMaxLifetime)},
 		{name: "a CA issuer whose status predates the signing record", from: withCA(oldRoot), to: withCA(newRoot), wantUntil: t0.Add(720 * time.Hour)},
 	} {
 		t.Run(c.name, func(t *testing.T) {

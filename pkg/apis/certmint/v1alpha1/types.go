@@ -14,11 +14,13 @@ import (
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="!has(self.spec.acme)",message="acme is available only on ClusterIssuers: an HTTP-01 challenge answered through the controller's shared solver proves only that a name reaches the cluster, not which namespace controls it, so an Issuer's owner could get a certificate for another tenant's name"
 type Issuer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// The rule sits on spec rather than the object so that Issuers stored
+	// before it existed can still have their status and metadata written.
+	// +kubebuilder:validation:XValidation:rule="!has(self.acme)",message="acme is available only on ClusterIssuers: an HTTP-01 challenge answered through the controller's shared solver proves only that a name reaches the cluster, not which namespace controls it, so an Issuer's owner could get a certificate for another tenant's name"
 	Spec   IssuerSpec   `json:"spec"`
 	Status IssuerStatus `json:"status,omitempty"`
 }
