@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"k8s.io/klog/v2"
 
@@ -39,7 +38,7 @@ func main() {
 	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", nodedriver.DefaultKubeAPIBurst, "Burst of requests above --kube-api-qps.")
 	flag.Float64Var(&opts.RenewalQPS, "renewal-qps", renewal.DefaultQPS, "Certificate renewals the driver may start per second.")
 	flag.IntVar(&opts.RenewalBurst, "renewal-burst", renewal.DefaultBurst, "Burst of renewals above --renewal-qps.")
-	flag.DurationVar(&opts.ReissueSpread, "reissue-spread", 30*time.Second,
+	flag.DurationVar(&opts.ReissueSpread, "reissue-spread", renewal.DefaultReissueSpread,
 		"Window over which certificates an issuer asks back (status.reissueBefore) are re-issued, at random; 0 re-issues them at once.")
 	flag.DurationVar(&opts.GCInterval, "gc-interval", manager.DefaultGCInterval, "How often to look for volumes whose pods are gone.")
 	klog.InitFlags(flag.CommandLine)

@@ -63,6 +63,23 @@ type Backend interface {
 	Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req Request) ([]byte, error)
 }
 
+// Labels on a Secret the controller generates for an issuer (a selfSigned
+// root, an ACME account key) name that issuer.
+const (
+	LabelIssuerKind      = "certmint.io/issuer-kind"
+	LabelIssuerNamespace = "certmint.io/issuer-namespace"
+	LabelIssuerName      = "certmint.io/issuer-name"
+)
+
+// LabelsFor returns the labels naming ref on a Secret generated for it.
+func LabelsFor(ref request.IssuerRef) map[string]string {
+	return map[string]string{
+		LabelIssuerKind:      string(ref.Kind),
+		LabelIssuerNamespace: ref.Namespace,
+		LabelIssuerName:      ref.Name,
+	}
+}
+
 // RefFor names iss the way signer names do.
 func RefFor(iss v1alpha1.GenericIssuer) request.IssuerRef {
 	if iss.GetNamespace() == "" {

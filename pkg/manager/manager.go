@@ -141,6 +141,8 @@ func New(opts Options) (*Manager, error) {
 		return nil, errors.New("manager: Requester is required")
 	case opts.Trust == nil:
 		return nil, errors.New("manager: Trust is required")
+	case opts.GCInterval < 0:
+		return nil, fmt.Errorf("manager: GCInterval (%s) must not be negative", opts.GCInterval)
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}

@@ -8,9 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/certmint/certmint/pkg/csr/csrtest"
 	"github.com/certmint/certmint/pkg/request"
@@ -20,24 +18,12 @@ import (
 // returned channel.
 func startTrustWatching(t *testing.T, objs ...runtime.Object) (*IssuerTrust, *dynamicfake.FakeDynamicClient, <-chan request.IssuerRef) {
 	t.Helper()
-	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		issuersResource: "IssuerList", clusterIssuersResource: "ClusterIssuerList",
-	}, objs...)
-	trust, err := NewIssuerTrust(client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	trust, client := newTrust(t, objs...)
 	changes := make(chan request.IssuerRef, 10)
 	if err := trust.OnChange(func(r request.IssuerRef) { changes <- r }); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() { trust.Run(ctx); close(done) }()
-	if !cache.WaitForCacheSync(ctx.Done(), trust.HasSynced) {
-		t.Fatal("issuer watches not established")
-	}
+	runTrust(t, trust)
 	return trust, client, changes
 }
 

@@ -37,6 +37,13 @@ func issuerObject(kind, namespace, name, bundle string) *unstructured.Unstructur
 
 func startTrust(t *testing.T, objs ...runtime.Object) (*IssuerTrust, *dynamicfake.FakeDynamicClient) {
 	t.Helper()
+	trust, client := newTrust(t, objs...)
+	runTrust(t, trust)
+	return trust, client
+}
+
+func newTrust(t *testing.T, objs ...runtime.Object) (*IssuerTrust, *dynamicfake.FakeDynamicClient) {
+	t.Helper()
 	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 		issuersResource: "IssuerList", clusterIssuersResource: "ClusterIssuerList",
 	}, objs...)
@@ -44,6 +51,12 @@ func startTrust(t *testing.T, objs ...runtime.Object) (*IssuerTrust, *dynamicfak
 	if err != nil {
 		t.Fatal(err)
 	}
+	return trust, client
+}
+
+// runTrust runs trust until t ends and waits for its watches.
+func runTrust(t *testing.T, trust *IssuerTrust) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -51,7 +64,6 @@ func startTrust(t *testing.T, objs ...runtime.Object) (*IssuerTrust, *dynamicfak
 	if !cache.WaitForCacheSync(ctx.Done(), trust.HasSynced) {
 		t.Fatal("issuer watches not established")
 	}
-	return trust, client
 }
 
 func TestIssuerTrustServesEachIssuersTrustBundle(t *testing.T) {

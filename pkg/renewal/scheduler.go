@@ -44,6 +44,12 @@ type Renewer interface {
 	Renew(ctx context.Context, volumeID string) (Certificate, error)
 }
 
+// DefaultReissueSpread is the --reissue-spread a driver uses unless told
+// otherwise: long enough that a node does not re-issue all its volumes in
+// one burst, short enough that a rotation completes within a minute. It is
+// not the zero value's meaning, which is at once.
+const DefaultReissueSpread = 30 * time.Second
+
 // Defaults for the zero values of Options.
 const (
 	DefaultQPS        = 20

@@ -49,22 +49,7 @@ func TestHandler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequest(tt.method, srv.URL+tt.path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.wantCode {
-				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.wantCode)
-			}
-			if tt.wantBody != "" && string(body) != tt.wantBody {
-				t.Errorf("body = %q, want %q", body, tt.wantBody)
-			}
+			expectAnswer(t, tt.method, srv.URL+tt.path, tt.wantCode, tt.wantBody)
 		})
 	}
 }
@@ -104,18 +89,7 @@ func TestHandlerReadsAChallengeItsCacheDoesNotHoldYet(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := http.Get(srv.URL + PathPrefix + tt.token)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.wantCode {
-				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.wantCode)
-			}
-			if tt.wantBody != "" && string(body) != tt.wantBody {
-				t.Errorf("body = %q, want %q", body, tt.wantBody)
-			}
+			expectAnswer(t, http.MethodGet, srv.URL+PathPrefix+tt.token, tt.wantCode, tt.wantBody)
 		})
 	}
 }
@@ -181,5 +155,27 @@ func TestSweepRemovesOnlyOldChallenges(t *testing.T) {
 	}
 	if len(names) != 2 || names[0] != "fresh" || names[1] != "unrelated" {
 		t.Errorf("left %v, want [fresh unrelated]", names)
+	}
+}
+
+// expectAnswer asks url with method and checks the status code and, unless
+// wantBody is empty, the body.
+func expectAnswer(t *testing.T, method, url string, wantCode int, wantBody string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantCode {
+		t.Fatalf("status = %d, want %d", resp.StatusCode, wantCode)
+	}
+	if wantBody != "" && string(body) != wantBody {
+		t.Errorf("body = %q, want %q", body, wantBody)
 	}
 }

@@ -103,11 +103,11 @@ func (r *Reconciler) newObject() v1alpha1.GenericIssuer {
 // the ones whose ca.secretName names it, or the one a generated root is for.
 func (r *Reconciler) issuersForSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	labels := o.GetLabels()
-	if kind := labels[selfsigned.LabelIssuerKind]; kind != "" {
+	if kind := labels[issuer.LabelIssuerKind]; kind != "" {
 		if o.GetNamespace() != r.clusterNS || request.IssuerKind(kind) != r.kind {
 			return nil
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: labels[selfsigned.LabelIssuerNamespace], Name: labels[selfsigned.LabelIssuerName]}}}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: labels[issuer.LabelIssuerNamespace], Name: labels[issuer.LabelIssuerName]}}}
 	}
 	opts := []client.ListOption{client.MatchingFields{IndexCASecretName: o.GetName()}}
 	switch {

@@ -27,13 +27,6 @@ import (
 	"github.com/certmint/certmint/pkg/issuer"
 )
 
-// Labels on a generated account key Secret name its issuer, for people.
-const (
-	LabelIssuerKind      = "certmint.io/issuer-kind"
-	LabelIssuerNamespace = "certmint.io/issuer-namespace"
-	LabelIssuerName      = "certmint.io/issuer-name"
-)
-
 // session is a registered account with what signing for one issuer needs.
 type session struct {
 	// fingerprint changes with anything the session is built from: the
@@ -155,11 +148,7 @@ func (b *Backend) createAccountKey(ctx context.Context, iss v1alpha1.GenericIssu
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ref.Namespace,
 			Name:      ref.Name,
-			Labels: map[string]string{
-				LabelIssuerKind:      string(issuerRef.Kind),
-				LabelIssuerNamespace: issuerRef.Namespace,
-				LabelIssuerName:      issuerRef.Name,
-			},
+			Labels:    issuer.LabelsFor(issuerRef),
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})},

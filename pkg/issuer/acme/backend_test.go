@@ -2,7 +2,6 @@ package acme
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"net/url"
@@ -58,14 +57,7 @@ func TestSignRefusesWhatACMECannotCertifyBeforeContactingTheServer(t *testing.T)
 	key := newKey(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			der, err := x509.CreateCertificateRequest(rand.Reader, &tt.tmpl, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			csr, err := x509.ParseCertificateRequest(der)
-			if err != nil {
-				t.Fatal(err)
-			}
+			csr := newCSR(t, &tt.tmpl, key)
 			_, err = b.Sign(context.Background(), iss, issuer.Request{CSR: csr, IsCA: tt.isCA})
 			var permanent *issuer.PermanentError
 			if !errors.As(err, &permanent) || !strings.Contains(err.Error(), tt.wantErr) {

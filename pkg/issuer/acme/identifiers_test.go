@@ -1,9 +1,6 @@
 package acme
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
@@ -65,20 +62,10 @@ func TestDNSNames(t *testing.T) {
 			wantErr: []string{"needs at least one DNS name"},
 		},
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			der, err := x509.CreateCertificateRequest(rand.Reader, &tt.tmpl, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			csr, err := x509.ParseCertificateRequest(der)
-			if err != nil {
-				t.Fatal(err)
-			}
+			csr := newCSR(t, &tt.tmpl, key)
 			got, err := DNSNames(csr)
 			if len(tt.wantErr) > 0 {
 				if err == nil {

@@ -32,6 +32,21 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return key
 }
 
+// newCSR signs tmpl with key and parses it back, as the controller receives
+// a request.
+func newCSR(t *testing.T, tmpl *x509.CertificateRequest, key *ecdsa.PrivateKey) *x509.CertificateRequest {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
 // issue signs tmpl for pub with parent, or self-signs when parent is nil.
 func issue(t *testing.T, tmpl *x509.Certificate, pub crypto.PublicKey, parent *testCA, key crypto.Signer) *x509.Certificate {
 	t.Helper()
@@ -68,14 +83,7 @@ func TestVerifyChain(t *testing.T) {
 	trust.AddCert(root.cert)
 
 	nodeKey := newKey(t)
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"web.example.com"}}, nodeKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr := newCSR(t, &x509.CertificateRequest{DNSNames: []string{"web.example.com"}}, nodeKey)
 	leafFor := func(pub crypto.PublicKey, parent *testCA) *x509.Certificate {
 		return issue(t, &x509.Certificate{DNSNames: []string{"web.example.com"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, pub, parent, nil)
 	}

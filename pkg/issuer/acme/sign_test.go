@@ -3,7 +3,6 @@ package acme
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -90,15 +89,7 @@ func newSignFixture(t *testing.T, solver Solver) *signFixture {
 
 func newRequest(t *testing.T, name string) issuer.Request {
 	t.Helper()
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, newKey(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return issuer.Request{CSR: csr}
+	return issuer.Request{CSR: newCSR(t, &x509.CertificateRequest{DNSNames: []string{name}}, newKey(t))}
 }
 
 // signUntilIssued calls Sign as the controller does until it returns the

@@ -34,14 +34,6 @@ import (
 // RootValidity is the lifetime of a generated root.
 const RootValidity = 5 * 365 * 24 * time.Hour
 
-// Labels on a root Secret name the issuer it belongs to, for people; the
-// controller finds the Secret by RootSecretName.
-const (
-	LabelIssuerKind      = "certmint.io/issuer-kind"
-	LabelIssuerNamespace = "certmint.io/issuer-namespace"
-	LabelIssuerName      = "certmint.io/issuer-name"
-)
-
 // RootSecretName is the name of the Secret holding the root of an issuer. A
 // hash keeps it within name limits for any namespace and name.
 func RootSecretName(ref request.IssuerRef) string {
@@ -161,11 +153,7 @@ func (b *Backend) createRoot(ctx context.Context, iss v1alpha1.GenericIssuer, re
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ref.Namespace,
 			Name:      ref.Name,
-			Labels: map[string]string{
-				LabelIssuerKind:      string(issuerRef.Kind),
-				LabelIssuerNamespace: issuerRef.Namespace,
-				LabelIssuerName:      issuerRef.Name,
-			},
+			Labels:    issuer.LabelsFor(issuerRef),
 		},
 		Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},

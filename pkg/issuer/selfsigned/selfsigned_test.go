@@ -64,7 +64,7 @@ func TestBackendGeneratesOneRootAndSignsWithIt(t *testing.T) {
 	if err := cl.Get(ctx, b.SecretRef(iss), &secret); err != nil {
 		t.Fatalf("root Secret: %v", err)
 	}
-	if secret.Type != corev1.SecretTypeTLS || secret.Labels[LabelIssuerKind] != "ClusterIssuer" {
+	if secret.Type != corev1.SecretTypeTLS || secret.Labels[issuer.LabelIssuerKind] != "ClusterIssuer" {
 		t.Errorf("root Secret type %s labels %v", secret.Type, secret.Labels)
 	}
 
