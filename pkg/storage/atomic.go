@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -37,7 +38,9 @@ const (
 //
 // A reader that needs several files consistent resolves ..data once and
 // reads all files from that directory; a generation directory is never
-// changed after the swap, only removed once the next one is in place.
+// changed after the swap. The generation just replaced is kept until the
+// next swap, so a reader that resolved ..data a moment before a swap still
+// finds every file; only generations two or more swaps old are removed.
 //
 // Files are owned by the writer's user and, if gid is not nil, by group gid.
 // now names the new generation directory.
@@ -70,9 +73,23 @@ func WriteAtomic(dir string, files map[string]File, gid *int64, now time.Time) e
 	if err := linkVisible(dir, files); err != nil {
 		return err
 	}
-	if old != "" && old != filepath.Base(gen) {
-		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
-			return fmt.Errorf("removing previous generation: %w", err)
+	return removeGenerations(dir, filepath.Base(gen), old)
+}
+
+// removeGenerations removes the generation directories in dir other than
+// keep.
+func removeGenerations(dir string, keep ...string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		// ..data and ..data_tmp are symlinks; generations are directories.
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), genPrefix) || slices.Contains(keep, e.Name()) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("removing an old generation: %w", err)
 		}
 	}
 	return nil

@@ -45,9 +45,16 @@ func TestWriteAtomicLaysOutFilesThroughTheDataLink(t *testing.T) {
 	}
 }
 
-func TestWriteAtomicReplacesTheWholeSetAndRemovesTheOldOne(t *testing.T) {
+func TestWriteAtomicReplacesTheWholeSetAndKeepsOnlyThePreviousGeneration(t *testing.T) {
 	dir := t.TempDir()
+	if err := WriteAtomic(dir, set(0, "tls.crt"), nil, now); err != nil {
+		t.Fatal(err)
+	}
 	if err := WriteAtomic(dir, set(1, "tls.crt", "tls.key", "keystore.p12"), nil, now); err != nil {
+		t.Fatal(err)
+	}
+	previous, err := os.Readlink(filepath.Join(dir, "..data"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteAtomic(dir, set(2, "tls.crt", "tls.key"), nil, now); err != nil {
@@ -58,9 +65,14 @@ func TestWriteAtomicReplacesTheWholeSetAndRemovesTheOldOne(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	// ..data, one generation directory, two visible links.
-	if len(names) != 4 {
-		t.Fatalf("directory holds %v, want ..data, one generation and two links", names)
+	// ..data, the current and the previous generation, two visible links.
+	if len(names) != 5 {
+		t.Fatalf("directory holds %v, want ..data, two generations and two links", names)
+	}
+	// A reader that resolved ..data just before the swap still reads its
+	// whole set.
+	if data, err := os.ReadFile(filepath.Join(dir, previous, "keystore.p12")); err != nil || string(data) != "keystore.p12 generation 1" {
+		t.Fatalf("previous generation's keystore.p12 = %q, %v", data, err)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "keystore.p12")); !os.IsNotExist(err) {
 		t.Fatal("file dropped from the set is still visible")
