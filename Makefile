@@ -31,6 +31,8 @@ verify: ## Fail on unformatted code, vet findings, stale generated files or an u
 
 .PHONY: test
 test: deps kube-binaries ## Run unit, integration and end-to-end tests (needs root).
+	@# Only one full cluster runs per machine; say at once if a demo holds it.
+	$(GO) run ./test/e2e/cmd/cluster check
 	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench

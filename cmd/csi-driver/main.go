@@ -26,7 +26,7 @@ func main() {
 		"Path of the CSI socket as the kubelet sees it, reported at registration.")
 	flag.StringVar(&opts.NodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
 	flag.StringVar(&opts.Kubeconfig, "kubeconfig", "", "Kubeconfig file; empty uses the pod's in-cluster credentials.")
-	flag.StringVar(&opts.StateDir, "state-dir", "/var/lib/certmint/state", "Directory for volume state that survives restarts.")
+	flag.StringVar(&opts.StateDir, "state-dir", "/var/lib/kubelet/plugins/csi.certmint.io/state", "Directory for volume state that survives restarts.")
 	flag.StringVar(&opts.DataRoot, "data-root", "/var/lib/kubelet/plugins/"+request.DriverName+"/volumes",
 		"Directory of the per-volume tmpfs mounts; must be under the kubelet's root with Bidirectional mount propagation.")
 	flag.StringVar(&opts.PluginRegistrationDir, "plugin-registration-dir", "/var/lib/kubelet/plugins_registry",

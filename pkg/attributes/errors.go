@@ -2,6 +2,7 @@ package attributes
 
 import (
 	"fmt"
+	"github.com/certmint/certmint/pkg/request"
 	"strings"
 )
 
@@ -14,7 +15,7 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("volumeAttributes[%q]: %s", e.Key, e.Message)
+	return fmt.Sprintf("volumeAttributes[%s]: %s", request.Quote(e.Key), e.Message)
 }
 
 // Error is every problem found in one volume's attributes: a user fixing a

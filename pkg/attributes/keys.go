@@ -7,6 +7,12 @@
 // controller can use it to re-derive what a pod's volume asks for.
 package attributes
 
+import (
+	"fmt"
+
+	"github.com/certmint/certmint/pkg/request"
+)
+
 // Prefix is the prefix of every certmint volume attribute.
 const Prefix = "csi.certmint.io/"
 
@@ -48,19 +54,24 @@ const (
 	JKSPassword         = Prefix + "jks-password"
 )
 
+// kubeletPrefix is the prefix of the keys the kubelet adds to the volume
+// context. Any of them is accepted, so a kubelet that passes more than the
+// ones below does not break volumes.
+const kubeletPrefix = "csi.storage.k8s.io/"
+
 // Keys the kubelet adds to the volume context. The CSIDriver object must have
 // podInfoOnMount: true for the pod keys to be there.
 const (
-	PodNameKey            = "csi.storage.k8s.io/pod.name"
-	PodNamespaceKey       = "csi.storage.k8s.io/pod.namespace"
-	PodUIDKey             = "csi.storage.k8s.io/pod.uid"
-	ServiceAccountNameKey = "csi.storage.k8s.io/serviceAccount.name"
-	EphemeralKey          = "csi.storage.k8s.io/ephemeral"
+	PodNameKey            = kubeletPrefix + "pod.name"
+	PodNamespaceKey       = kubeletPrefix + "pod.namespace"
+	PodUIDKey             = kubeletPrefix + "pod.uid"
+	ServiceAccountNameKey = kubeletPrefix + "serviceAccount.name"
+	EphemeralKey          = kubeletPrefix + "ephemeral"
 	// ServiceAccountTokensKey holds the pod's ServiceAccount tokens when the
 	// CSIDriver asks for them. certmint does not, but a misconfigured
 	// CSIDriver could; such a value is a secret and must never be logged or
 	// stored.
-	ServiceAccountTokensKey = "csi.storage.k8s.io/serviceAccount.tokens"
+	ServiceAccountTokensKey = kubeletPrefix + "serviceAccount.tokens"
 )
 
 // Defaults of the optional attributes.
@@ -92,12 +103,19 @@ var secret = map[string]bool{
 }
 
 // Redacted returns a copy of attrs that is safe to log: secret values are
-// replaced, everything else is kept so a log shows what the pod asked for.
+// replaced, long ones cut, everything else is kept so a log shows what the
+// pod asked for.
 func Redacted(attrs map[string]string) map[string]string {
 	out := make(map[string]string, len(attrs))
 	for k, v := range attrs {
 		if secret[k] {
 			v = "[redacted]"
+		}
+		if len(k) > request.MaxQuoted {
+			k = k[:request.MaxQuoted] + "…"
+		}
+		if len(v) > request.MaxQuoted {
+			v = fmt.Sprintf("%s… (%d bytes in all)", v[:request.MaxQuoted], len(v))
 		}
 		out[k] = v
 	}

@@ -162,7 +162,7 @@ func (p *parser) list(key string, expand bool) []string {
 	for _, item := range strings.Split(v, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
-			p.fail(key, "empty element in comma-separated list %q", v)
+			p.fail(key, "empty element in comma-separated list %s", request.Quote(v))
 			return nil
 		}
 		out = append(out, item)
@@ -181,7 +181,7 @@ func (p *parser) boolean(key string) bool {
 	case "false":
 		return false
 	}
-	p.fail(key, "must be \"true\" or \"false\", not %q", v)
+	p.fail(key, "must be \"true\" or \"false\", not %s", request.Quote(v))
 	return false
 }
 
@@ -200,8 +200,16 @@ func (p *parser) duration(key string) (time.Duration, bool) {
 
 func (p *parser) parse() *Spec {
 	for k := range p.attrs {
-		if strings.HasPrefix(k, Prefix) && !known[k] {
-			p.fail(k, "unknown attribute; see the list of csi.certmint.io/ attributes in the documentation")
+		switch {
+		case known[k], strings.HasPrefix(k, kubeletPrefix):
+		case strings.HasPrefix(k, Prefix):
+			p.fail(k, "unknown attribute%s; see the list of %s attributes in the documentation", suggest(k), Prefix)
+		default:
+			// A volume's attributes come from the pod spec alone, so any
+			// other key is a mistake: a typo in the prefix, or another
+			// driver's attribute, silently ignored, would give a
+			// certificate other than the one asked for.
+			p.fail(k, "not a certmint attribute: certmint volumes take only %s attributes%s", Prefix, suggest(k))
 		}
 	}
 	spec := &Spec{}
@@ -229,11 +237,27 @@ func (p *parser) parsePod(spec *Spec) {
 		PodUIDKey:             &p.pod.UID,
 		ServiceAccountNameKey: &p.pod.ServiceAccountName,
 	} {
-		v := p.attrs[key]
-		if v == "" {
+		v, ok := p.attrs[key]
+		if !ok || v == "" && key != ServiceAccountNameKey {
 			p.fail(key, "missing: the kubelet passes pod information only when the CSIDriver object %q has podInfoOnMount: true", request.DriverName)
+			continue
 		}
 		*dst = v
+	}
+	// The kubelet passes what the API server stored, but over a socket:
+	// check the values as the API does, so that a value no pod can have is
+	// refused here and never reaches a request.
+	if p.pod.Name != "" && p.pod.Namespace != "" && p.pod.UID != "" {
+		if err := request.ValidatePodReference(p.pod.Namespace, p.pod.Name, p.pod.UID); err != nil {
+			p.fail(PodNameKey, "the kubelet passed a pod no API server accepts: %v", err)
+		}
+	}
+	if _, ok := p.attrs[ServiceAccountNameKey]; ok {
+		if p.pod.ServiceAccountName == "" {
+			p.fail(ServiceAccountNameKey, "the pod has no ServiceAccount (a static pod?): certmint issues only to pods with an identity")
+		} else if err := request.ValidateServiceAccountName(p.pod.ServiceAccountName); err != nil {
+			p.fail(ServiceAccountNameKey, "the kubelet passed %v", err)
+		}
 	}
 	spec.Pod = p.pod
 }
@@ -255,7 +279,7 @@ func (p *parser) parseIssuer(spec *Spec) {
 		return
 	}
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
-		p.fail(IssuerName, "%q is not a valid object name: %s", name, strings.Join(errs, ", "))
+		p.fail(IssuerName, "%s is not a valid object name: %s", request.Quote(name), strings.Join(errs, ", "))
 		return
 	}
 	spec.Issuer = request.IssuerRef{Kind: kind, Name: name}
@@ -291,6 +315,18 @@ func (p *parser) parseSubject(spec *Spec) {
 			p.fail(LiteralSubject, "cannot be encoded: %v", err)
 			return
 		}
+		count := 0
+		for _, rdn := range seq {
+			for _, atv := range rdn {
+				count++
+				if err := request.CheckSubjectValue(atv.Type, fmt.Sprint(atv.Value)); err != nil {
+					p.fail(LiteralSubject, "%v", err)
+				}
+			}
+		}
+		if count > request.MaxSubjectAttributes {
+			p.fail(LiteralSubject, "has %d attributes; at most %d are allowed", count, request.MaxSubjectAttributes)
+		}
 		spec.LiteralSubject = literal
 		spec.RawSubject = raw
 		spec.Subject.CommonName = commonNameOf(seq)
@@ -311,9 +347,40 @@ func (p *parser) parseSubject(spec *Spec) {
 	s.SerialNumber, _ = p.expanded(SerialNumber)
 	for _, c := range s.Country {
 		if len(c) != 2 || strings.ToUpper(c) != c {
-			p.fail(Countries, "%q is not a two-letter upper-case ISO 3166 country code", c)
+			p.fail(Countries, "%s is not a two-letter upper-case ISO 3166 country code", request.Quote(c))
 		}
 	}
+	count := 0
+	for _, f := range []struct {
+		key    string
+		oid    asn1.ObjectIdentifier
+		values []string
+	}{
+		{Organizations, oidOrganization, s.Organization},
+		{OrganizationalUnits, oidOrganizationalUnit, s.OrganizationalUnit},
+		{Provinces, oidProvince, s.Province},
+		{Localities, oidLocality, s.Locality},
+		{StreetAddresses, oidStreetAddress, s.StreetAddress},
+		{PostalCodes, oidPostalCode, s.PostalCode},
+		{SerialNumber, oidSerialNumber, nonEmpty(s.SerialNumber)},
+	} {
+		count += len(f.values)
+		for _, v := range f.values {
+			if err := request.CheckSubjectValue(f.oid, v); err != nil {
+				p.fail(f.key, "%v", err)
+			}
+		}
+	}
+	if count += len(s.Country) + len(nonEmpty(s.CommonName)); count > request.MaxSubjectAttributes {
+		p.fail(Organizations, "the subject has %d attributes; at most %d are allowed", count, request.MaxSubjectAttributes)
+	}
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
 
 func (p *parser) parseSANs(spec *Spec) {
@@ -323,7 +390,7 @@ func (p *parser) parseSANs(spec *Spec) {
 			check = validation.IsWildcardDNS1123Subdomain
 		}
 		if errs := check(name); len(errs) > 0 {
-			p.fail(DNSNames, "%q is not a valid DNS name: %s", name, strings.Join(errs, ", "))
+			p.fail(DNSNames, "%s is not a valid DNS name: %s", request.Quote(name), strings.Join(errs, ", "))
 			continue
 		}
 		spec.DNSNames = append(spec.DNSNames, name)
@@ -331,7 +398,7 @@ func (p *parser) parseSANs(spec *Spec) {
 	for _, s := range p.list(IPSANs, false) {
 		ip := net.ParseIP(s)
 		if ip == nil {
-			p.fail(IPSANs, "%q is not an IP address", s)
+			p.fail(IPSANs, "%s is not an IP address", request.Quote(s))
 			continue
 		}
 		spec.IPAddresses = append(spec.IPAddresses, ip)
@@ -339,7 +406,7 @@ func (p *parser) parseSANs(spec *Spec) {
 	for _, s := range p.list(URISANs, true) {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") {
-			p.fail(URISANs, "%q is not an absolute URI with scheme and host", s)
+			p.fail(URISANs, "%s is not an absolute URI with scheme and host", request.Quote(s))
 			continue
 		}
 		spec.URIs = append(spec.URIs, u)
@@ -347,12 +414,12 @@ func (p *parser) parseSANs(spec *Spec) {
 	if s, ok := p.expanded(SPIFFEID); ok {
 		u, err := parseSPIFFEID(s)
 		if err != nil {
-			p.fail(SPIFFEID, "%q is not a SPIFFE ID: %v", s, err)
+			p.fail(SPIFFEID, "%s is not a SPIFFE ID: %v", request.Quote(s), err)
 			return
 		}
 		for _, existing := range spec.URIs {
 			if existing.String() == u.String() {
-				p.fail(SPIFFEID, "%q is also listed in %s; name it once", s, URISANs)
+				p.fail(SPIFFEID, "%s is also listed in %s; name it once", request.Quote(s), URISANs)
 				return
 			}
 		}
@@ -395,7 +462,7 @@ func (p *parser) parseKey(spec *Spec) {
 	if v, ok := p.get(KeySize); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			p.fail(KeySize, "must be a number of bits, not %q", v)
+			p.fail(KeySize, "must be a number of bits, not %s", request.Quote(v))
 		} else if err := keystore.CheckSize(k.Algorithm, n); err != nil {
 			p.fail(KeySize, "%v", err)
 		} else {
@@ -457,11 +524,11 @@ func (p *parser) parseUsages(spec *Spec) {
 	for _, u := range p.list(KeyUsages, false) {
 		usage := certificatesv1.KeyUsage(strings.ToLower(u))
 		if !slices.Contains(knownUsages, usage) {
-			p.fail(KeyUsages, "unknown key usage %q (examples: \"digital signature\", \"key encipherment\", \"server auth\", \"client auth\")", u)
+			p.fail(KeyUsages, "unknown key usage %s (examples: \"digital signature\", \"key encipherment\", \"server auth\", \"client auth\")", request.Quote(u))
 			continue
 		}
 		if slices.Contains(spec.Usages, usage) {
-			p.fail(KeyUsages, "key usage %q is listed twice", u)
+			p.fail(KeyUsages, "key usage %s is listed twice", request.Quote(u))
 			continue
 		}
 		spec.Usages = append(spec.Usages, usage)
@@ -493,7 +560,7 @@ func (p *parser) parseFiles(spec *Spec) {
 			return ""
 		}
 		if other, dup := used[name]; dup {
-			p.fail(key, "file name %q is also used by %s", name, other)
+			p.fail(key, "file name %s is also used by %s", request.Quote(name), other)
 			return ""
 		}
 		used[name] = key
@@ -526,7 +593,7 @@ func (p *parser) parseFiles(spec *Spec) {
 	if v, ok := p.get(FSGroup); ok {
 		gid, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || gid < 0 || gid > math.MaxInt32 {
-			p.fail(FSGroup, "must be a group ID from 0 to %d, not %q", math.MaxInt32, v)
+			p.fail(FSGroup, "must be a group ID from 0 to %d, not %s", math.MaxInt32, request.Quote(v))
 		} else {
 			spec.FSGroup = &gid
 		}
@@ -538,9 +605,9 @@ func (p *parser) parseFiles(spec *Spec) {
 func checkFilename(name string) error {
 	switch {
 	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
-		return fmt.Errorf("%q must be a file name without a directory", name)
+		return fmt.Errorf("%s must be a file name without a directory", request.Quote(name))
 	case name == "." || strings.HasPrefix(name, ".."):
-		return fmt.Errorf("%q is reserved: file names must not start with \"..\"", name)
+		return fmt.Errorf("%s is reserved: file names must not start with \"..\"", request.Quote(name))
 	case len(name) > 255:
 		return fmt.Errorf("file name is longer than 255 characters")
 	}

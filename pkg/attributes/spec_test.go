@@ -133,7 +133,8 @@ func TestParseAcceptsValidAttributes(t *testing.T) {
 			eq(t, s.PKCS12, &Keystore{Filename: "keystore.p12", Password: "changeit"})
 			eq(t, s.JKS, &Keystore{Filename: "app.jks", Password: "secret1"})
 		}},
-		{"keys outside the prefix are ignored", with("example.com/other", "x", "csi.storage.k8s.io/future", "y"), nil},
+		{"keys the kubelet adds are accepted, even ones it may add later", with("csi.storage.k8s.io/future", "y"), nil},
+		{"a subject at X.509's bounds is accepted", with(Organizations, strings.Repeat("o", 64), Localities, strings.Repeat("l", 128), PostalCodes, strings.Repeat("1", 40)), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -171,7 +172,17 @@ func TestParseRejectsInvalidAttributesNamingTheField(t *testing.T) {
 		key     string // the attribute the error must name
 		message string // a part of the message telling the user what to do
 	}{
-		{"an unknown key under the prefix is a typo", with(Prefix+"dns-name", "x"), Prefix + "dns-name", "unknown attribute"},
+		{"an unknown key under the prefix is a typo", with(Prefix+"dns-name", "x"), Prefix + "dns-name", `unknown attribute (did you mean "csi.certmint.io/dns-names"?)`},
+		{"a typo in the prefix is an error, not ignored", with("csi.certmnt.io/duration", "1h"), "csi.certmnt.io/duration", `not a certmint attribute: certmint volumes take only csi.certmint.io/ attributes (did you mean "csi.certmint.io/duration"?)`},
+		{"an attribute without the prefix is an error", with("duration", "1h"), "duration", `did you mean "csi.certmint.io/duration"?`},
+		{"another driver's attribute is an error", with("csi.cert-manager.io/uri-sans", "spiffe://td/x"), "csi.cert-manager.io/uri-sans", `did you mean "csi.certmint.io/uri-sans"?`},
+		{"a key near no attribute gets no suggestion", with("example.com/other", "x"), "example.com/other", "not a certmint attribute: certmint volumes take only csi.certmint.io/ attributes"},
+		{"a pod UID no API server gives", with(PodUIDKey, "-1"), PodNameKey, `pod UID "-1"`},
+		{"a pod name no API server accepts", with(PodNameKey, "web/0"), PodNameKey, `pod name "web/0"`},
+		{"a pod namespace no API server accepts", with(PodNamespaceKey, "Shop"), PodNameKey, `namespace "Shop"`},
+		{"a pod without a ServiceAccount", with(ServiceAccountNameKey, ""), ServiceAccountNameKey, "no ServiceAccount"},
+		{"a ServiceAccount name no API server accepts", with(ServiceAccountNameKey, "Web"), ServiceAccountNameKey, `ServiceAccount name "Web"`},
+		{"a variable that is empty for the pod", with(ServiceAccountNameKey, "", DNSNames, "${SERVICE_ACCOUNT_NAME}.shop.svc"), DNSNames, "${SERVICE_ACCOUNT_NAME} is empty"},
 		{"missing pod name means podInfoOnMount is off", without(PodNameKey), PodNameKey, "podInfoOnMount: true"},
 		{"missing pod namespace", without(PodNamespaceKey), PodNamespaceKey, "podInfoOnMount"},
 		{"missing pod UID", without(PodUIDKey), PodUIDKey, "podInfoOnMount"},
@@ -192,6 +203,15 @@ func TestParseRejectsInvalidAttributesNamingTheField(t *testing.T) {
 		{"literal-subject with a common name in two RDNs", with(CommonName, unset, LiteralSubject, "CN=web,CN=admin"), LiteralSubject, "more than one CN"},
 		{"literal-subject with a bad escape", with(CommonName, unset, LiteralSubject, `CN=a\q`), LiteralSubject, "cannot be escaped"},
 		{"organizations with an empty element", with(Organizations, "a,,b"), Organizations, "empty element"},
+		{"organizations longer than X.509 allows", with(Organizations, strings.Repeat("o", 70000)), Organizations, "at most 64"},
+		{"organizations with more values than a subject may have", with(Organizations, strings.Repeat("o,", 40)+"o"), Organizations, "at most 32"},
+		{"organizational-units longer than X.509 allows", with(OrganizationalUnits, strings.Repeat("u", 65)), OrganizationalUnits, "at most 64"},
+		{"localities longer than X.509 allows", with(Localities, strings.Repeat("l", 129)), Localities, "at most 128"},
+		{"provinces longer than X.509 allows", with(Provinces, strings.Repeat("p", 129)), Provinces, "at most 128"},
+		{"street-addresses longer than X.509 allows", with(StreetAddresses, strings.Repeat("s", 129)), StreetAddresses, "at most 128"},
+		{"postal-codes longer than X.509 allows", with(PostalCodes, strings.Repeat("1", 41)), PostalCodes, "at most 40"},
+		{"serial-number longer than X.509 allows", with(SerialNumber, strings.Repeat("1", 65)), SerialNumber, "at most 64"},
+		{"literal-subject with a value longer than X.509 allows", with(CommonName, unset, LiteralSubject, "CN=x,O="+strings.Repeat("o", 65)), LiteralSubject, "at most 64"},
 		{"organizational-units with an unknown variable", with(OrganizationalUnits, "${NODE}"), OrganizationalUnits, "unknown variable"},
 		{"countries must be ISO codes", with(Countries, "Germany"), Countries, "two-letter"},
 		{"provinces must not be empty", with(Provinces, ""), Provinces, "must not be empty"},
@@ -285,6 +305,16 @@ func TestEveryAttributeHasAnErrorCase(t *testing.T) {
 		if !tested[k] {
 			t.Errorf("no rejecting case named after %s", k)
 		}
+	}
+}
+
+func TestParseQuotesHugeValuesInPart(t *testing.T) {
+	_, err := Parse(with(DNSNames, strings.Repeat("a", 70000)+"_"))
+	if err == nil {
+		t.Fatal("a 70,000-character DNS name was accepted")
+	}
+	if n := len(err.Error()); n > 1000 {
+		t.Errorf("the error is %d bytes long; values must be quoted in part", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/certmint/certmint/pkg/request"
 	"strconv"
 	"strings"
 )
@@ -26,7 +27,16 @@ var attributeTypes = map[string]asn1.ObjectIdentifier{
 	"DC":           {0, 9, 2342, 19200300, 100, 1, 25},
 }
 
-var oidCommonName = attributeTypes["CN"]
+var (
+	oidCommonName         = attributeTypes["CN"]
+	oidSerialNumber       = attributeTypes["SERIALNUMBER"]
+	oidLocality           = attributeTypes["L"]
+	oidProvince           = attributeTypes["ST"]
+	oidStreetAddress      = attributeTypes["STREET"]
+	oidOrganization       = attributeTypes["O"]
+	oidOrganizationalUnit = attributeTypes["OU"]
+	oidPostalCode         = attributeTypes["POSTALCODE"]
+)
 
 // errSeveralCommonNames is returned for a subject with more than one CN.
 var errSeveralCommonNames = errors.New("more than one CN: a certificate has one common name; put further names in dns-names")
@@ -48,7 +58,7 @@ func ParseLiteralSubject(s string) (pkix.RDNSequence, error) {
 		for _, avaText := range splitUnescaped(rdnText, '+') {
 			typ, value, ok := strings.Cut(avaText, "=")
 			if !ok {
-				return nil, fmt.Errorf("%q is not TYPE=value", avaText)
+				return nil, fmt.Errorf("%s is not TYPE=value", request.Quote(avaText))
 			}
 			oid, err := parseAttributeType(strings.TrimSpace(typ))
 			if err != nil {
@@ -96,13 +106,13 @@ func parseAttributeType(t string) (asn1.ObjectIdentifier, error) {
 	}
 	parts := strings.Split(t, ".")
 	if len(parts) < 2 {
-		return nil, fmt.Errorf("unknown attribute type %q: use CN, O, OU, C, ST, L, STREET, POSTALCODE, SERIALNUMBER, DC, UID or a dotted OID", t)
+		return nil, fmt.Errorf("unknown attribute type %s: use CN, O, OU, C, ST, L, STREET, POSTALCODE, SERIALNUMBER, DC, UID or a dotted OID", request.Quote(t))
 	}
 	oid := make(asn1.ObjectIdentifier, len(parts))
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("attribute type %q is neither a known name nor a dotted OID", t)
+			return nil, fmt.Errorf("attribute type %s is neither a known name nor a dotted OID", request.Quote(t))
 		}
 		oid[i] = n
 	}
@@ -147,7 +157,7 @@ func unescapeValue(v string) (string, error) {
 			continue
 		}
 		if !strings.ContainsRune(`"+,;<>\ #=`, rune(v[i+1])) {
-			return "", fmt.Errorf("%q cannot be escaped", v[i:i+2])
+			return "", fmt.Errorf("%s cannot be escaped", request.Quote(v[i:i+2]))
 		}
 		b = append(b, v[i+1])
 		i++

@@ -2,6 +2,7 @@ package attributes
 
 import (
 	"fmt"
+	"github.com/certmint/certmint/pkg/request"
 	"strings"
 )
 
@@ -32,7 +33,7 @@ func (p Pod) variables() map[string]string {
 }
 
 // Expand replaces every ${NAME} in s with the pod's value for NAME. An unknown
-// name or an unterminated ${ is an error: a mistyped variable left in a DNS
+// name, a name whose value is empty or an unterminated ${ is an error: a mistyped variable left in a DNS
 // name would otherwise ask for a certificate nobody wanted. A "$" not
 // followed by "{" is kept as it is.
 func Expand(s string, pod Pod) (string, error) {
@@ -47,13 +48,21 @@ func Expand(s string, pod Pod) (string, error) {
 		b.WriteString(s[:start])
 		end := strings.IndexByte(s[start:], '}')
 		if end < 0 {
-			return "", fmt.Errorf("unterminated variable %q: write ${NAME}", s[start:])
+			return "", fmt.Errorf("unterminated variable %s: write ${NAME}", request.Quote(s[start:]))
 		}
 		name := s[start+2 : start+end]
 		value, ok := vars[name]
 		if !ok {
+			if len(name) > 64 {
+				name = name[:64] + "…"
+			}
 			return "", fmt.Errorf("unknown variable ${%s}: use ${%s}, ${%s}, ${%s} or ${%s}",
 				name, VarPodName, VarPodNamespace, VarPodUID, VarServiceAccountName)
+		}
+		if value == "" {
+			// An empty value would leave an empty label or path segment,
+			// which names nothing anyone meant.
+			return "", fmt.Errorf("${%s} is empty for this pod", name)
 		}
 		b.WriteString(value)
 		s = s[start+end+1:]

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -161,6 +162,12 @@ func Run(ctx context.Context, opts Options) error {
 				&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
 				// Every pod is cached, so keep only what policy reads.
 				&corev1.Pod{}: {Transform: slimPod},
+				// Node binding checks that the requesting driver pod is the
+				// live DaemonSet's, which is all of them the controller needs.
+				&appsv1.DaemonSet{}: {
+					Namespaces: map[string]cache.Config{opts.DriverNamespace: {}},
+					Field:      fields.OneTermEqualSelector("metadata.name", opts.DriverDaemonSet),
+				},
 				// Only the HTTP-01 challenges the leader publishes.
 				&corev1.ConfigMap{}: acmesolver.CacheConfig(opts.ClusterResourceNamespace),
 			},
@@ -275,7 +282,7 @@ func slimPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	return &corev1.Pod{
+	slim := &corev1.Pod{
 		TypeMeta: pod.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:         pod.Namespace,
@@ -289,5 +296,11 @@ func slimPod(obj any) (any, error) {
 		},
 		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
-	}, nil
+	}
+	// Mirror pods get no identity; their annotation is how policy knows
+	// them. No other annotation is kept.
+	if v, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
+		slim.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: v}
+	}
+	return slim, nil
 }

@@ -35,6 +35,6 @@ func TestSanity(t *testing.T) {
 	RegisterFailHandler(Fail)
 	suite, reporter := GinkgoConfiguration()
 	suite.SkipStrings = append(suite.SkipStrings, sanitySkips...)
-	reporter.Succinct = true
+	reporter.Succinct = !reporter.Verbose && !reporter.VeryVerbose
 	RunSpecs(t, "csi-sanity", suite, reporter)
 }

@@ -51,13 +51,9 @@ func start(t *testing.T, decide func(*certificatesv1.CertificateSigningRequest) 
 		t.Fatal(err)
 	}
 	signer.Decide = decide
-	errs := make(chan error, 1)
-	signer.Errors = errs
 	t.Cleanup(func() {
-		select {
-		case err := <-errs:
+		for _, err := range signer.Failures() {
 			t.Error(err)
-		default:
 		}
 	})
 	if err := signer.Start(ctx, client); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/request"
@@ -78,6 +79,17 @@ func LabelsFor(ref request.IssuerRef) map[string]string {
 		LabelIssuerNamespace: ref.Namespace,
 		LabelIssuerName:      ref.Name,
 	}
+}
+
+// GeneratedFor returns the issuer a Secret was generated for, if the
+// controller generated it.
+func GeneratedFor(secret metav1.Object) (request.IssuerRef, bool) {
+	labels := secret.GetLabels()
+	kind, ok := labels[LabelIssuerKind]
+	if !ok {
+		return request.IssuerRef{}, false
+	}
+	return request.IssuerRef{Kind: request.IssuerKind(kind), Namespace: labels[LabelIssuerNamespace], Name: labels[LabelIssuerName]}, true
 }
 
 // RefFor names iss the way signer names do.

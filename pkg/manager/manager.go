@@ -125,6 +125,9 @@ type Manager struct {
 	inFlight map[string]bool
 	// byIssuer indexes the volumes by issuer, for the issuer's changes.
 	byIssuer map[request.IssuerRef]map[string]bool
+	// stranded are the volumes found at start whose state cannot be read,
+	// with the reason.
+	stranded map[string]string
 }
 
 // DefaultGCInterval is how often a running driver looks for volumes whose
@@ -156,7 +159,7 @@ func New(opts Options) (*Manager, error) {
 		refresh: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "certmint-volume-refresh", Clock: opts.Clock}),
-		inFlight: map[string]bool{}, byIssuer: map[request.IssuerRef]map[string]bool{},
+		inFlight: map[string]bool{}, byIssuer: map[request.IssuerRef]map[string]bool{}, stranded: map[string]string{},
 	}, nil
 }
 
@@ -322,10 +325,14 @@ const (
 
 // event records an event on the volume's pod, if events are recorded.
 func (m *Manager) event(spec *attributes.Spec, eventType, reason, format string, args ...any) {
+	m.eventOn(spec.Pod, eventType, reason, format, args...)
+}
+
+func (m *Manager) eventOn(p attributes.Pod, eventType, reason, format string, args ...any) {
 	if m.events == nil {
 		return
 	}
-	pod := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: spec.Pod.Namespace, Name: spec.Pod.Name, UID: types.UID(spec.Pod.UID)}
+	pod := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: types.UID(p.UID)}
 	m.events.Eventf(pod, eventType, reason, format, args...)
 }
 
@@ -565,6 +572,7 @@ func (m *Manager) Unpublish(ctx context.Context, volumeID, targetPath string) er
 		return err
 	}
 	m.untrack(volumeID)
+	m.unstrand(volumeID)
 	m.log.Info("Volume unpublished", logkeys.VolumeID, volumeID)
 	return nil
 }

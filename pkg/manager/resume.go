@@ -3,12 +3,18 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/request"
+	"github.com/certmint/certmint/pkg/storage"
 )
 
 // Resume takes over the volumes an earlier run of the driver published, as
@@ -59,6 +65,7 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 	}
 	if err != nil {
 		log.Error(err, "Skipping a volume whose state cannot be read")
+		m.strand(volumeID, st, err)
 		return
 	}
 	log = log.WithValues(logkeys.TargetPath, st.TargetPath)
@@ -79,6 +86,7 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 	spec, err := attributes.Parse(st.Attributes)
 	if err != nil {
 		log.Error(err, "Skipping a volume whose stored attributes are not valid")
+		m.strand(volumeID, st, err)
 		return
 	}
 	log = log.WithValues(logkeys.PodNamespace, spec.Pod.Namespace, logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
@@ -129,4 +137,65 @@ func podDir(target, podUID string) string {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return !errors.Is(err, os.ErrNotExist)
+}
+
+// Reasons of the events on pods.
+const (
+	ReasonVolumeStranded = "CertificateVolumeStranded"
+)
+
+// strand records that the driver cannot renew volumeID: its state, st if
+// any of it could be read, failed with err. Its files stay as they are,
+// still mounted, until the certificate expires, so the operator must hear
+// of it before then: the pod gets an Event when the state still names it,
+// and the volume is counted in a metric and named in Problems.
+func (m *Manager) strand(volumeID string, st *storage.State, err error) {
+	m.mu.Lock()
+	m.stranded[volumeID] = err.Error()
+	n := len(m.stranded)
+	m.mu.Unlock()
+	m.metrics.setStranded(n)
+	if st == nil || m.events == nil {
+		return
+	}
+	pod := attributes.Pod{
+		Name:      st.Attributes[attributes.PodNameKey],
+		Namespace: st.Attributes[attributes.PodNamespaceKey],
+		UID:       st.Attributes[attributes.PodUIDKey],
+	}
+	if request.ValidatePodReference(pod.Namespace, pod.Name, pod.UID) != nil {
+		return
+	}
+	notAfter := "an unknown time"
+	if !st.NotAfter.IsZero() {
+		notAfter = st.NotAfter.UTC().Format(time.RFC3339)
+	}
+	m.eventOn(pod, corev1.EventTypeWarning, ReasonVolumeStranded,
+		"The certmint driver cannot read the state of volume %s, so it will not renew its certificate (valid until %s): %v. Recreate the pod to get a new volume.",
+		volumeID, notAfter, err)
+}
+
+// unstrand forgets volumeID once it is gone.
+func (m *Manager) unstrand(volumeID string) {
+	m.mu.Lock()
+	_, ok := m.stranded[volumeID]
+	delete(m.stranded, volumeID)
+	n := len(m.stranded)
+	m.mu.Unlock()
+	if ok {
+		m.metrics.setStranded(n)
+	}
+}
+
+// Problems describes what the driver cannot do for the volumes it serves:
+// the volumes it cannot renew. Empty when there is nothing to fix.
+func (m *Manager) Problems() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.stranded))
+	for id, reason := range m.stranded {
+		out = append(out, fmt.Sprintf("volume %s is not renewed: its state cannot be read: %s", id, reason))
+	}
+	slices.Sort(out)
+	return out
 }

@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/mount-utils"
 
 	"github.com/certmint/certmint/pkg/attributes"
@@ -182,5 +184,54 @@ func TestResumeSkipsACorruptStateFile(t *testing.T) {
 	ids, err := n.store.ListVolumes()
 	if err != nil || !slices.Contains(ids, "csi-0") {
 		t.Errorf("ListVolumes() = %v, %v; want the corrupt state left for a person to look at", ids, err)
+	}
+}
+
+func TestResumeReportsVolumesItCannotRenew(t *testing.T) {
+	n := newNode(t)
+	before, _ := n.driver(t)
+	n.publish(t, before, "csi-1", "uid-1")
+	// A state that no longer parses, and one whose attributes a newer driver
+	// refuses (a typo it used to ignore).
+	if err := os.WriteFile(filepath.Join(n.stateDir, "csi-0.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.publish(t, before, "csi-2", "uid-2")
+	st, err := n.store.LoadState("csi-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Attributes["csi.certmnt.io/duration"] = "1h"
+	if err := n.store.SaveState(st); err != nil {
+		t.Fatal(err)
+	}
+
+	events := record.NewFakeRecorder(10)
+	m, err := New(Options{Storage: n.store, Requester: n.req, Trust: n.trust, Logger: testr.New(t), Events: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	problems := m.Problems()
+	if len(problems) != 2 || !strings.Contains(problems[0], "csi-0") || !strings.Contains(problems[1], "csi-2") {
+		t.Errorf("Problems() = %q, want csi-0 and csi-2", problems)
+	}
+	select {
+	case ev := <-events.Events:
+		if !strings.Contains(ev, ReasonVolumeStranded) || !strings.Contains(ev, "csi-2") || !strings.Contains(ev, "csi.certmnt.io/duration") {
+			t.Errorf("event %q, want %s naming the volume and the cause", ev, ReasonVolumeStranded)
+		}
+	default:
+		t.Error("no event on the pod whose volume will not be renewed")
+	}
+
+	// Gone with the volume.
+	if err := m.Unpublish(context.Background(), "csi-2", st.TargetPath); err != nil {
+		t.Fatal(err)
+	}
+	if problems := m.Problems(); len(problems) != 1 {
+		t.Errorf("Problems() = %q after csi-2 was unpublished", problems)
 	}
 }

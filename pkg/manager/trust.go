@@ -191,9 +191,22 @@ func (t *IssuerTrust) CABundle(_ context.Context, issuer request.IssuerRef) ([]*
 		return nil, err
 	}
 	if gi == nil {
-		return nil, fmt.Errorf("%w for %s: the issuer does not exist", ErrNoTrustBundle, issuer)
+		return nil, fmt.Errorf("%w for %s: the issuer does not exist%s", ErrNoTrustBundle, issuer, t.kindHint(issuer))
 	}
 	return parseBundle(issuer, gi.GetStatus().TrustBundle)
+}
+
+// kindHint points a volume that names a missing Issuer at the ClusterIssuer
+// of the same name, if there is one: its author probably left out
+// issuer-kind.
+func (t *IssuerTrust) kindHint(missing request.IssuerRef) string {
+	if missing.Kind != request.KindIssuer {
+		return ""
+	}
+	if gi, err := t.get(request.IssuerRef{Kind: request.KindClusterIssuer, Name: missing.Name}); err != nil || gi == nil {
+		return ""
+	}
+	return fmt.Sprintf("; a ClusterIssuer %s exists: set csi.certmint.io/issuer-kind: ClusterIssuer to use it", missing.Name)
 }
 
 // ReissueBefore implements ReissueSource.

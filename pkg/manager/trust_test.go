@@ -98,6 +98,7 @@ func TestIssuerTrustFailsNamingTheIssuerWithoutABundle(t *testing.T) {
 	trust, _ := startTrust(t,
 		issuerObject("Issuer", "shop", "new", ""),
 		issuerObject("Issuer", "shop", "broken", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+		issuerObject("ClusterIssuer", "", "mesh", ""),
 	)
 	cases := []struct {
 		name   string
@@ -107,6 +108,8 @@ func TestIssuerTrustFailsNamingTheIssuerWithoutABundle(t *testing.T) {
 		{"an issuer that does not exist", request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "gone"}, "Issuer shop/gone: the issuer does not exist"},
 		{"an Issuer of another namespace", request.IssuerRef{Kind: request.KindIssuer, Namespace: "other", Name: "new"}, "Issuer other/new: the issuer does not exist"},
 		{"a ClusterIssuer named like an Issuer", request.IssuerRef{Kind: request.KindClusterIssuer, Name: "new"}, "ClusterIssuer new: the issuer does not exist"},
+		{"a missing Issuer named like a ClusterIssuer says which kind to ask for", request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "mesh"},
+			"Issuer shop/mesh: the issuer does not exist; a ClusterIssuer mesh exists: set csi.certmint.io/issuer-kind: ClusterIssuer"},
 		{"an issuer that has not published a bundle", request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "new"}, "status.trustBundle is empty"},
 		{"a bundle of something else than certificates", request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "broken"}, `PEM block "PRIVATE KEY"`},
 	}

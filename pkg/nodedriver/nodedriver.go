@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -271,7 +272,16 @@ func Run(ctx context.Context, opts Options) error {
 		health = append(health, regServer.Healthy)
 	}
 
-	for addr, mux := range httpMuxes(opts, reg, health) {
+	// Ready also says what the driver cannot do for volumes it serves, so
+	// that a stranded volume shows as a pod not Ready long before its
+	// certificate expires; liveness does not, as a restart mends none.
+	readiness := append(slices.Clone(health), func() error {
+		if problems := mgr.Problems(); len(problems) > 0 {
+			return errors.New(strings.Join(problems, "\n"))
+		}
+		return nil
+	})
+	for addr, mux := range httpMuxes(opts, reg, health, readiness) {
 		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		lis, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -294,8 +304,9 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 // httpMuxes returns one mux per listen address, so health and metrics can
-// share a port or not.
-func httpMuxes(opts Options, reg *prometheus.Registry, checks []func() error) map[string]*http.ServeMux {
+// share a port or not. /healthz runs the health checks, /readyz the
+// readiness checks.
+func httpMuxes(opts Options, reg *prometheus.Registry, health, ready []func() error) map[string]*http.ServeMux {
 	muxes := map[string]*http.ServeMux{}
 	mux := func(addr string) *http.ServeMux {
 		if muxes[addr] == nil {
@@ -304,22 +315,29 @@ func httpMuxes(opts Options, reg *prometheus.Registry, checks []func() error) ma
 		return muxes[addr]
 	}
 	if opts.HealthAddr != "" {
-		mux(opts.HealthAddr).HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-			var problems []string
-			for _, check := range checks {
-				if err := check(); err != nil {
-					problems = append(problems, err.Error())
-				}
-			}
-			if len(problems) > 0 {
-				http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
+		mux(opts.HealthAddr).HandleFunc("/healthz", checksHandler(health))
+		mux(opts.HealthAddr).HandleFunc("/readyz", checksHandler(ready))
 	}
 	if opts.MetricsAddr != "" {
 		mux(opts.MetricsAddr).Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}
 	return muxes
+}
+
+// checksHandler answers 200 when every check passes, else 503 with what
+// failed, a line each.
+func checksHandler(checks []func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		var problems []string
+		for _, check := range checks {
+			if err := check(); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
+		if len(problems) > 0 {
+			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	}
 }

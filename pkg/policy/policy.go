@@ -25,6 +25,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
@@ -49,11 +50,16 @@ const (
 )
 
 // DefaultDNSNames are the DNS patterns allowed when a policy sets none: the
-// pod's own name and the Service-style names of its ServiceAccount.
+// Service-style names of the pod and of its ServiceAccount, in the pod's
+// namespace under the cluster's service domain. Every one names the
+// namespace and ends in .svc (or .svc.<cluster domain>), so two tenants'
+// pods of one name never share a name, and a namespace named like a
+// top-level domain ("com") gives nobody a real-looking domain name. Bare
+// labels and names outside the service domain need a policy that lists
+// them.
 var DefaultDNSNames = []string{
-	TemplatePodName,
-	TemplatePodName + "." + TemplatePodNamespace,
-	TemplateServiceAccountName + "." + TemplatePodNamespace,
+	TemplatePodName + "." + TemplatePodNamespace + ".svc",
+	TemplatePodName + "." + TemplatePodNamespace + ".svc." + TemplateClusterDomain,
 	TemplateServiceAccountName + "." + TemplatePodNamespace + ".svc",
 	TemplateServiceAccountName + "." + TemplatePodNamespace + ".svc." + TemplateClusterDomain,
 }
@@ -97,6 +103,9 @@ const (
 	ReasonPodUIDMismatch     = "PodUIDMismatch"
 	ReasonNodeMismatch       = "NodeMismatch"
 	ReasonPodTerminated      = "PodTerminated"
+	ReasonMirrorPod          = "MirrorPod"
+	ReasonNoServiceAccount   = "NoServiceAccount"
+	ReasonInvalidPodRef      = "InvalidPodReference"
 	ReasonWrongNamespace     = "IssuerInOtherNamespace"
 	ReasonInvalidRequest     = "InvalidRequest"
 	ReasonCANotAllowed       = "CANotAllowed"
@@ -121,8 +130,10 @@ type Input struct {
 	// DriverNamespace is where the driver's pods run.
 	DriverNamespace string
 	// DriverDaemonSet is the DaemonSet (in DriverNamespace) that must
-	// control the requesting driver pod.
-	DriverDaemonSet string
+	// control the requesting driver pod, and DriverDaemonSetUID the UID of
+	// the live one; empty when it does not exist.
+	DriverDaemonSet    string
+	DriverDaemonSetUID types.UID
 	// ClusterDomain and TrustDomain fill ${CLUSTER_DOMAIN} and ${TRUST_DOMAIN}.
 	ClusterDomain string
 	TrustDomain   string
@@ -198,32 +209,42 @@ func checkRequester(in Input) (Decision, bool) {
 		return deny(ReasonDriverPodMismatch, "the requesting driver pod %s/%s runs on node %q, not %q as its token says", in.DriverNamespace, podName, dp.Spec.NodeName, node), false
 	case dp.DeletionTimestamp != nil:
 		return deny(ReasonDriverPodMismatch, "the requesting driver pod %s/%s is being deleted", in.DriverNamespace, podName), false
-	case !controlledByDaemonSet(dp, in.DriverDaemonSet):
+	case !controlledByDaemonSet(dp, in.DriverDaemonSet, in.DriverDaemonSetUID):
 		// The ServiceAccount alone is not enough: anyone who may create pods
 		// in the driver's namespace could run one as it, on any node.
-		return deny(ReasonNotDriver, "the requesting pod %s/%s runs as the driver's ServiceAccount but is not a pod of DaemonSet %s/%s", in.DriverNamespace, podName, in.DriverNamespace, in.DriverDaemonSet), false
+		return deny(ReasonNotDriver, "the requesting pod %s/%s runs as the driver's ServiceAccount but is not a pod of DaemonSet %s/%s%s", in.DriverNamespace, podName, in.DriverNamespace, in.DriverDaemonSet, missingDaemonSet(in.DriverDaemonSetUID)), false
 	}
 	return Decision{}, true
 }
 
-// controlledByDaemonSet reports whether pod's controller is the apps/v1
-// DaemonSet name. Only the DaemonSet controller sets that reference on the
-// pods it creates; a pod created by hand with it is still only possible for
-// whoever may create pods in the driver's namespace.
-func controlledByDaemonSet(pod *corev1.Pod, name string) bool {
+// controlledByDaemonSet reports whether pod's controller is the live apps/v1
+// DaemonSet name, whose UID is uid. Anyone who may create pods in the
+// driver's namespace can write an owner reference naming the DaemonSet; only
+// its UID, which the API server chose, ties the pod to the DaemonSet that
+// exists.
+func controlledByDaemonSet(pod *corev1.Pod, name string, uid types.UID) bool {
 	ref := metav1.GetControllerOfNoCopy(pod)
-	return ref != nil && ref.APIVersion == "apps/v1" && ref.Kind == "DaemonSet" && ref.Name == name
+	return uid != "" && ref != nil && ref.APIVersion == "apps/v1" && ref.Kind == "DaemonSet" && ref.Name == name && ref.UID == uid
+}
+
+func missingDaemonSet(uid types.UID) string {
+	if uid == "" {
+		return " (that DaemonSet does not exist)"
+	}
+	return ""
 }
 
 // checkPod is node binding's second half: the pod is real and on that node.
 func checkPod(in Input) (Decision, bool) {
 	csr := in.CSR
 	node := extraValue(csr, request.ExtraNodeName)
-	ns, name := csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName]
-	uid := csr.Labels[request.LabelPodUID]
+	ns, name, uid := PodReference(csr)
 	if ns == "" || name == "" || uid == "" {
 		return deny(ReasonMissingPodRef, "the request does not name its pod (annotations %s and %s, label %s)",
 			request.AnnotationPodNamespace, request.AnnotationPodName, request.LabelPodUID), false
+	}
+	if err := request.ValidatePodReference(ns, name, uid); err != nil {
+		return deny(ReasonInvalidPodRef, "the request names no pod that can exist: %v", err), false
 	}
 	if claimed := csr.Labels[request.LabelNode]; claimed != "" && claimed != node {
 		return deny(ReasonNodeMismatch, "the request is labelled for node %q but came from the driver on node %q", claimed, node), false
@@ -242,10 +263,35 @@ func checkPod(in Input) (Decision, bool) {
 		// A pod being deleted will not use a new certificate, and its name
 		// may soon belong to a replacement.
 		return deny(ReasonPodTerminated, "pod %s/%s is being deleted", ns, name), false
+	case isMirrorPod(pod):
+		// A node may create mirror pods of any name in any namespace, so
+		// their names prove nothing; Kubernetes gives them no identity, and
+		// neither does certmint.
+		return deny(ReasonMirrorPod, "pod %s/%s is the mirror of a static pod; static pods get no identity, since a node may name them as it likes: run the workload as a regular pod", ns, name), false
+	case pod.Spec.ServiceAccountName == "":
+		return deny(ReasonNoServiceAccount, "pod %s/%s has no ServiceAccount, so it has no identity to certify", ns, name), false
 	case in.Issuer.Kind == request.KindIssuer && in.Issuer.Namespace != ns:
 		return deny(ReasonWrongNamespace, "%s issues only for pods in namespace %s; pod %s/%s should use an Issuer in its own namespace or a ClusterIssuer", in.Issuer, in.Issuer.Namespace, ns, name), false
 	}
 	return Decision{}, true
+}
+
+// PodReference returns the pod a request names, as its labels and
+// annotations claim it.
+func PodReference(csr *certificatesv1.CertificateSigningRequest) (namespace, name, uid string) {
+	return csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName], csr.Labels[request.LabelPodUID]
+}
+
+// isMirrorPod reports whether pod is the API server's mirror of a static
+// pod: the kubelet marks those with an annotation and makes its Node their
+// owner.
+func isMirrorPod(pod *corev1.Pod) bool {
+	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
+		return true
+	}
+	return slices.ContainsFunc(pod.OwnerReferences, func(r metav1.OwnerReference) bool {
+		return r.Kind == "Node" && r.APIVersion == "v1"
+	})
 }
 
 var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
@@ -286,10 +332,14 @@ func checkCertificate(in Input) Decision {
 	}
 
 	if len(req.IPAddresses) > 0 {
-		return deny(ReasonIPAddressForbidden, "IP address SANs (%v) are not allowed: a pod's IP is not known when its volume is mounted; use DNS names", req.IPAddresses)
+		ips := make([]string, len(req.IPAddresses))
+		for i, ip := range req.IPAddresses {
+			ips[i] = ip.String()
+		}
+		return deny(ReasonIPAddressForbidden, "IP address SANs (%s) are not allowed: a pod's IP is not known when its volume is mounted; use DNS names", strings.Join(ips, ", "))
 	}
 	if len(req.EmailAddresses) > 0 {
-		return deny(ReasonEmailForbidden, "email address SANs (%v) are not allowed", req.EmailAddresses)
+		return deny(ReasonEmailForbidden, "email address SANs (%s) are not allowed", request.QuoteAll(req.EmailAddresses))
 	}
 	if d, ok := checkSubject(req); !ok {
 		return d
@@ -298,15 +348,25 @@ func checkCertificate(in Input) Decision {
 		return deny(ReasonNoIdentity, "the request names no identity: set a common name, DNS names or URIs")
 	}
 
-	vars := templateValues(in)
-	dnsPatterns := expandDNS(orDefault(pol.AllowedDNSNames, DefaultDNSNames), in.Pod, vars)
-	uriPatterns := expandAll(orDefault(pol.AllowedURIs, DefaultURIs), vars)
+	values := templateValues(in)
+	dnsRaw := orDefault(pol.AllowedDNSNames, DefaultDNSNames)
+	dnsPatterns := expandDNS(dnsRaw, values)
+	uriPatterns := expand(orDefault(pol.AllowedURIs, DefaultURIs), values)
+	dnsAllowed := func(n string) bool {
+		n = strings.ToLower(n)
+		if isLocalhost(n) {
+			// Resolves to the verifier itself wherever it is checked, so
+			// only a policy that names it outright grants it.
+			return slices.Contains(dnsRaw, n)
+		}
+		return matchAny(dnsPatterns, n, dnsLabelChar)
+	}
 	for _, n := range req.DNSNames {
 		if !isDNSName(n) {
-			return deny(ReasonNameNotAllowed, "DNS name %q is not a valid DNS name (RFC 1123, optionally with a leading *.)", n)
+			return deny(ReasonNameNotAllowed, "DNS name %s is not a valid DNS name (RFC 1123, optionally with a leading *.)", request.Quote(n))
 		}
-		if !matchAny(dnsPatterns, strings.ToLower(n), dnsLabelChar) {
-			return deny(ReasonNameNotAllowed, "DNS name %q is not allowed for pod %s/%s; allowed: %s", n, in.Pod.Namespace, in.Pod.Name, listOrNone(dnsPatterns))
+		if !dnsAllowed(n) {
+			return deny(ReasonNameNotAllowed, "DNS name %s is not allowed for pod %s/%s; allowed: %s", request.Quote(n), in.Pod.Namespace, in.Pod.Name, listOrNone(dnsPatterns))
 		}
 	}
 	for _, u := range req.URIs {
@@ -314,13 +374,13 @@ func checkCertificate(in Input) Decision {
 		// user info or %-escape passes only where the pattern has it
 		// literally, since '*' never matches '?', '#', '@' or '%'.
 		if !matchAny(uriPatterns, u.String(), uriWildcardChar) {
-			return deny(ReasonNameNotAllowed, "URI %q is not allowed for pod %s/%s; allowed: %s", u, in.Pod.Namespace, in.Pod.Name, listOrNone(uriPatterns))
+			return deny(ReasonNameNotAllowed, "URI %s is not allowed for pod %s/%s; allowed: %s", request.Quote(u.String()), in.Pod.Namespace, in.Pod.Name, listOrNone(uriPatterns))
 		}
 	}
 	if cn := req.Subject.CommonName; cn != "" &&
-		!(isDNSName(cn) && matchAny(dnsPatterns, strings.ToLower(cn), dnsLabelChar)) &&
+		!(isDNSName(cn) && dnsAllowed(cn)) &&
 		!matchAny(uriPatterns, cn, uriWildcardChar) {
-		return deny(ReasonNameNotAllowed, "common name %q is not allowed for pod %s/%s; it must be an allowed DNS name or URI", cn, in.Pod.Namespace, in.Pod.Name)
+		return deny(ReasonNameNotAllowed, "common name %s is not allowed for pod %s/%s; it must be an allowed DNS name or URI", request.Quote(cn), in.Pod.Namespace, in.Pod.Name)
 	}
 	return Decision{Allowed: true, Reason: ReasonApproved, Message: fmt.Sprintf("pod %s/%s on node %s", in.Pod.Namespace, in.Pod.Name, in.Pod.Spec.NodeName), Duration: duration}
 }
@@ -334,15 +394,27 @@ var (
 // The certificate copies the request's subject verbatim, but
 // req.Subject.CommonName is only the last CN: with several, the others would
 // be issued unchecked. An emailAddress attribute is an email identity by the
-// back door, which the SAN rules forbid.
+// back door, which the SAN rules forbid. Every value is bounded as X.509
+// bounds it, so no request makes a certificate (or a message quoting it)
+// of any size it likes.
 func checkSubject(req *x509.CertificateRequest) (Decision, bool) {
+	if n := len(req.Subject.Names); n > request.MaxSubjectAttributes {
+		return deny(ReasonSubjectNotAllowed, "the subject has %d attributes; at most %d are allowed", n, request.MaxSubjectAttributes), false
+	}
 	commonNames := 0
 	for _, atv := range req.Subject.Names {
+		value, ok := atv.Value.(string)
+		if !ok {
+			return deny(ReasonSubjectNotAllowed, "the subject attribute %s is not a string", atv.Type), false
+		}
+		if err := request.CheckSubjectValue(atv.Type, value); err != nil {
+			return deny(ReasonSubjectNotAllowed, "the subject's %v", err), false
+		}
 		switch {
 		case atv.Type.Equal(oidCommonName):
 			commonNames++
 		case atv.Type.Equal(oidEmailAddress):
-			return deny(ReasonEmailForbidden, "the subject has an emailAddress attribute (%v), which is not allowed", atv.Value), false
+			return deny(ReasonEmailForbidden, "the subject has an emailAddress attribute (%s), which is not allowed", request.Quote(value)), false
 		}
 	}
 	if commonNames > 1 {
@@ -436,14 +508,15 @@ func checkKey(req *x509.CertificateRequest, pol *v1alpha1.Policy) (Decision, boo
 	return deny(ReasonKeyTypeNotAllowed, "key %s is not allowed; allowed: %s", got, strings.Join(names, ", ")), false
 }
 
-func templateValues(in Input) *strings.Replacer {
-	return strings.NewReplacer(
-		TemplatePodName, in.Pod.Name,
-		TemplatePodNamespace, in.Pod.Namespace,
-		TemplateServiceAccountName, in.Pod.Spec.ServiceAccountName,
-		TemplateClusterDomain, in.ClusterDomain,
-		TemplateTrustDomain, in.TrustDomain,
-	)
+// templateValues are the values of the templates for the request's pod.
+func templateValues(in Input) map[string]string {
+	return map[string]string{
+		TemplatePodName:            in.Pod.Name,
+		TemplatePodNamespace:       in.Pod.Namespace,
+		TemplateServiceAccountName: in.Pod.Spec.ServiceAccountName,
+		TemplateClusterDomain:      in.ClusterDomain,
+		TemplateTrustDomain:        in.TrustDomain,
+	}
 }
 
 // orDefault returns set unless it is nil; an empty non-nil list is a policy
@@ -455,33 +528,49 @@ func orDefault(set, def []string) []string {
 	return set
 }
 
+// templates are the templates patterns may use.
+var templates = []string{TemplatePodName, TemplatePodNamespace, TemplateServiceAccountName, TemplateClusterDomain, TemplateTrustDomain}
+
+// expand fills in the templates of patterns, leaving out every pattern that
+// uses a template whose value is empty: an empty value would leave a name
+// with an empty label or an empty path segment, which names nothing the
+// policy author meant.
+func expand(patterns []string, values map[string]string) []string {
+	pairs := make([]string, 0, 2*len(templates))
+	for _, t := range templates {
+		pairs = append(pairs, t, values[t])
+	}
+	replacer := strings.NewReplacer(pairs...)
+	out := make([]string, 0, len(patterns))
+	for _, p := range patterns {
+		if slices.ContainsFunc(templates, func(t string) bool { return strings.Contains(p, t) && values[t] == "" }) {
+			continue
+		}
+		out = append(out, replacer.Replace(p))
+	}
+	return out
+}
+
 // singleLabelTemplates are the templates whose values the pod's author
 // chooses. Each may fill exactly one DNS label: a pod named
 // "api.prod.svc" must not get that name through ${POD_NAME}.
 var singleLabelTemplates = []string{TemplatePodName, TemplateServiceAccountName}
 
-// expandDNS expands DNS patterns for pod, leaving out every pattern in which
-// a pod-chosen value would span more than one label.
-func expandDNS(patterns []string, pod *corev1.Pod, vars *strings.Replacer) []string {
-	values := map[string]string{TemplatePodName: pod.Name, TemplateServiceAccountName: pod.Spec.ServiceAccountName}
-	out := make([]string, 0, len(patterns))
-	for _, p := range patterns {
-		if slices.ContainsFunc(singleLabelTemplates, func(t string) bool {
+// expandDNS expands DNS patterns, leaving out every pattern in which a
+// pod-chosen value would span more than one label.
+func expandDNS(patterns []string, values map[string]string) []string {
+	kept := slices.DeleteFunc(slices.Clone(patterns), func(p string) bool {
+		return slices.ContainsFunc(singleLabelTemplates, func(t string) bool {
 			return strings.Contains(p, t) && strings.Contains(values[t], ".")
-		}) {
-			continue
-		}
-		out = append(out, vars.Replace(p))
-	}
-	return out
+		})
+	})
+	return expand(kept, values)
 }
 
-func expandAll(patterns []string, vars *strings.Replacer) []string {
-	out := make([]string, len(patterns))
-	for i, p := range patterns {
-		out[i] = vars.Replace(p)
-	}
-	return out
+// isLocalhost reports whether the lower-case DNS name name is localhost or a
+// name under it (RFC 6761).
+func isLocalhost(name string) bool {
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }
 
 // isDNSName reports whether name is a DNS name a certificate may carry: an

@@ -12,6 +12,7 @@ import (
 	"encoding/asn1"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,12 +67,13 @@ func csrFor(t *testing.T, key crypto.Signer, tmpl *x509.CertificateRequest) *x50
 func validInput(t *testing.T) Input {
 	spiffe, _ := url.Parse("spiffe://cluster.local/ns/default/sa/web-sa")
 	return Input{
-		DriverUsername:  driverUser,
-		DriverNamespace: "certmint",
-		DriverDaemonSet: "certmint-driver",
-		ClusterDomain:   "cluster.local",
-		TrustDomain:     "cluster.local",
-		Issuer:          request.IssuerRef{Kind: request.KindIssuer, Namespace: "default", Name: "ca"},
+		DriverUsername:     driverUser,
+		DriverNamespace:    "certmint",
+		DriverDaemonSet:    "certmint-driver",
+		DriverDaemonSetUID: "ds-uid",
+		ClusterDomain:      "cluster.local",
+		TrustDomain:        "cluster.local",
+		Issuer:             request.IssuerRef{Kind: request.KindIssuer, Namespace: "default", Name: "ca"},
 		CSR: &certificatesv1.CertificateSigningRequest{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:        "csr-1",
@@ -168,6 +170,10 @@ func TestDecide(t *testing.T) {
 			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences[0].Controller = nil }},
 		{name: "a driver pod controlled by a DaemonSet of another API group is denied", wantReason: ReasonNotDriver,
 			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences[0].APIVersion = "example.com/v1" }},
+		{name: "a driver pod whose owner reference names the DaemonSet with another UID is denied", wantReason: ReasonNotDriver,
+			modify: func(_ *testing.T, in *Input) { in.DriverPod.OwnerReferences[0].UID = "forged" }},
+		{name: "a driver pod is denied while its DaemonSet does not exist", wantReason: ReasonNotDriver, wantMessage: "that DaemonSet does not exist",
+			modify: func(_ *testing.T, in *Input) { in.DriverDaemonSetUID = "" }},
 		{name: "a request that names no pod is denied", wantReason: ReasonMissingPodRef,
 			modify: func(_ *testing.T, in *Input) { delete(in.CSR.Labels, request.LabelPodUID) }},
 		{name: "a request labelled for another node is denied", wantReason: ReasonNodeMismatch, wantMessage: `labelled for node "node-b"`,
@@ -183,6 +189,20 @@ func TestDecide(t *testing.T) {
 			modify: func(_ *testing.T, in *Input) { in.Pod.Status.Phase = corev1.PodSucceeded }},
 		{name: "a request for a pod being deleted is denied", wantReason: ReasonPodTerminated, wantMessage: "being deleted",
 			modify: func(_ *testing.T, in *Input) { in.Pod.DeletionTimestamp = ptr.To(metav1.Now()) }},
+		{name: "a mirror pod is denied", wantReason: ReasonMirrorPod,
+			modify: func(_ *testing.T, in *Input) {
+				in.Pod.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: "hash"}
+			}},
+		{name: "a pod owned by a Node is denied as a mirror pod even without the annotation", wantReason: ReasonMirrorPod,
+			modify: func(_ *testing.T, in *Input) {
+				in.Pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: "node-a", UID: "node-uid", Controller: ptr.To(true)}}
+			}},
+		{name: "a pod without a ServiceAccount is denied", wantReason: ReasonNoServiceAccount,
+			modify: func(_ *testing.T, in *Input) { in.Pod.Spec.ServiceAccountName = "" }},
+		{name: "a request naming a pod name no pod can have is denied", wantReason: ReasonInvalidPodRef, wantMessage: `pod name "web/0"`,
+			modify: func(_ *testing.T, in *Input) { in.CSR.Annotations[request.AnnotationPodName] = "web/0" }},
+		{name: "a request naming a pod UID no pod can have is denied", wantReason: ReasonInvalidPodRef, wantMessage: `pod UID "-1"`,
+			modify: func(_ *testing.T, in *Input) { in.CSR.Labels[request.LabelPodUID] = "-1" }},
 		{name: "a namespaced Issuer denies pods of other namespaces", wantReason: ReasonWrongNamespace,
 			modify: func(_ *testing.T, in *Input) { in.Issuer.Namespace = "other" }},
 		{name: "a ClusterIssuer serves pods of any namespace",
@@ -284,9 +304,46 @@ func TestDecide(t *testing.T) {
 					pkix.AttributeTypeAndValue{Type: oidCommonName, Value: "web-0"})})
 			}},
 		{name: "a request naming nothing is denied", wantReason: ReasonNoIdentity, modify: withNames("", nil)},
+		{name: "an organization longer than X.509 allows is denied, and the message does not quote all of it", wantReason: ReasonSubjectNotAllowed,
+			wantMessage: "organization",
+			modify: func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{
+					Subject: pkix.Name{Organization: []string{strings.Repeat("o", 70000)}}, DNSNames: []string{"web-sa.default.svc"}})
+			}},
+		{name: "a subject with too many attributes is denied", wantReason: ReasonSubjectNotAllowed, wantMessage: "at most 32",
+			modify: func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{
+					Subject: pkix.Name{OrganizationalUnit: strings.Split(strings.Repeat("u,", 40)+"u", ",")}, DNSNames: []string{"web-sa.default.svc"}})
+			}},
 
 		// Names under the default policy.
-		{name: "the pod's own name is allowed", modify: withNames("web-0", []string{"web-0", "web-0.default"})},
+		{name: "the pod's own Service-style names are allowed", modify: withNames("web-0.default.svc", []string{"web-0.default.svc", "web-0.default.svc.cluster.local"})},
+		{name: "the pod's bare name is denied by default", wantReason: ReasonNameNotAllowed, wantMessage: `DNS name "web-0"`,
+			modify: withNames("", []string{"web-0"})},
+		{name: "the pod's name in its namespace outside the service domain is denied by default", wantReason: ReasonNameNotAllowed,
+			modify: withNames("", []string{"web-0.default"})},
+		{name: "a pod named like a domain in a namespace named like a top-level domain gets no such domain", wantReason: ReasonNameNotAllowed,
+			modify: func(t *testing.T, in *Input) {
+				in.Pod.Name, in.Pod.Namespace = "google", "com"
+				in.CSR.Annotations[request.AnnotationPodName], in.CSR.Annotations[request.AnnotationPodNamespace] = "google", "com"
+				in.Issuer = request.IssuerRef{Kind: request.KindClusterIssuer, Name: "ca"}
+				withNames("", []string{"google.com"})(t, in)
+			}},
+		{name: "a pod named localhost does not get localhost", wantReason: ReasonNameNotAllowed, wantMessage: `"localhost"`,
+			modify: func(t *testing.T, in *Input) {
+				in.Pod.Name = "localhost"
+				in.CSR.Annotations[request.AnnotationPodName] = "localhost"
+				withNames("localhost", []string{"localhost"})(t, in)
+				in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}", "*"}}
+			}},
+		{name: "localhost is issued when the policy lists it", modify: func(t *testing.T, in *Input) {
+			withNames("", []string{"localhost"})(t, in)
+			in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"localhost"}}
+		}},
+		{name: "a bare pod name is issued when the policy lists the template", modify: func(t *testing.T, in *Input) {
+			withNames("", []string{"web-0"})(t, in)
+			in.Policy = &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}"}}
+		}},
 		{name: "another pod's Service name is denied", wantReason: ReasonNameNotAllowed, wantMessage: `DNS name "db.default.svc" is not allowed for pod default/web-0`,
 			modify: withNames("", []string{"db.default.svc"})},
 		{name: "the ServiceAccount's name in another namespace is denied", wantReason: ReasonNameNotAllowed,
@@ -297,17 +354,17 @@ func TestDecide(t *testing.T) {
 			modify: withNames("", nil, "spiffe://evil.example/ns/default/sa/web-sa")},
 		{name: "a common name that is an allowed DNS name is allowed", modify: withNames("web-sa.default.svc", nil)},
 		{name: "a common name that is an allowed URI is allowed", modify: withNames("spiffe://cluster.local/ns/default/sa/web-sa", nil)},
-		{name: "a dotted pod name does not fill more than one label", wantReason: ReasonNameNotAllowed, wantMessage: `DNS name "a.b.svc"`,
+		{name: "a dotted pod name does not fill more than one label", wantReason: ReasonNameNotAllowed, wantMessage: `DNS name "api.kube-system.default.svc"`,
 			modify: func(t *testing.T, in *Input) {
-				in.Pod.Name = "a.b.svc"
-				in.CSR.Annotations[request.AnnotationPodName] = "a.b.svc"
-				withNames("", []string{"a.b.svc"})(t, in)
+				in.Pod.Name = "api.kube-system"
+				in.CSR.Annotations[request.AnnotationPodName] = "api.kube-system"
+				withNames("", []string{"api.kube-system.default.svc"})(t, in)
 			}},
-		{name: "a dotted pod name is no common name either", wantReason: ReasonNameNotAllowed, wantMessage: `common name "a.b.svc"`,
+		{name: "a dotted pod name is no common name either", wantReason: ReasonNameNotAllowed, wantMessage: `common name "api.kube-system.default.svc"`,
 			modify: func(t *testing.T, in *Input) {
-				in.Pod.Name = "a.b.svc"
-				in.CSR.Annotations[request.AnnotationPodName] = "a.b.svc"
-				withNames("a.b.svc", nil)(t, in)
+				in.Pod.Name = "api.kube-system"
+				in.CSR.Annotations[request.AnnotationPodName] = "api.kube-system"
+				withNames("api.kube-system.default.svc", nil)(t, in)
 			}},
 		{name: "a dotted ServiceAccount name does not fill more than one label", wantReason: ReasonNameNotAllowed,
 			modify: func(t *testing.T, in *Input) {
@@ -474,5 +531,26 @@ func TestURIGlob(t *testing.T) {
 	}
 	if !glob("https://td/x?v=*", "https://td/x?v=1", uriWildcardChar) {
 		t.Error("a query the pattern spells out is not allowed")
+	}
+}
+
+func TestExpandLeavesOutPatternsWithEmptyValues(t *testing.T) {
+	values := map[string]string{TemplatePodNamespace: "default", TemplateServiceAccountName: "", TemplateTrustDomain: "cluster.local"}
+	got := expand([]string{"spiffe://${TRUST_DOMAIN}/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}", "spiffe://${TRUST_DOMAIN}/ns/${POD_NAMESPACE}"}, values)
+	if want := []string{"spiffe://cluster.local/ns/default"}; !slices.Equal(got, want) {
+		t.Errorf("expand = %q, want %q: a pattern whose template is empty must not become a name with an empty segment", got, want)
+	}
+}
+
+func TestDenialsQuoteHugeValuesInPart(t *testing.T) {
+	in := validInput(t)
+	huge := strings.Repeat("a", 70000) + ".default.svc"
+	in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{DNSNames: []string{huge}})
+	d := Decide(in)
+	if d.Allowed {
+		t.Fatal("a 70,000-character DNS name was allowed")
+	}
+	if len(d.Message) > 1000 {
+		t.Errorf("denial message is %d bytes long; values must be quoted in part", len(d.Message))
 	}
 }

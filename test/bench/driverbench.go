@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/certmint/certmint/test/stack"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	}
 	e, err := startEnv(ctx, dir, opts)
 	defer func() {
-		e.stop()
+		e.Stop()
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	}()
@@ -41,15 +42,15 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 
 	// At rest, with its watches established.
 	time.Sleep(2 * time.Second)
-	if res.driverRSS.idle, err = e.driver.rss(); err != nil {
+	if res.driverRSS.idle, err = e.Driver.RSS(); err != nil {
 		return err
 	}
 	// The Go runtime's view of that memory, for a closer look.
-	if err := e.driver.saveMetrics(filepath.Join(opts.logDir, "driver-metrics-idle.txt")); err != nil {
+	if err := e.Driver.SaveMetrics(filepath.Join(opts.logDir, "driver-metrics-idle.txt")); err != nil {
 		return err
 	}
 
-	logf("creating %d pods bound to %s", opts.warmup+2*opts.volumes, nodeName)
+	logf("creating %d pods bound to %s", opts.warmup+2*opts.volumes, e.Node)
 	warm, err := createVolumes(ctx, e, "warmup", opts.warmup)
 	if err != nil {
 		return err
@@ -64,15 +65,15 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	}
 
 	logf("warming up: %d publishes", len(warm))
-	if _, err := publishAll(ctx, e.driver.node, warm, 1, certDuration, renewBefore); err != nil {
+	if _, err := publishAll(ctx, e.Driver.Node, warm, 1, certDuration, renewBefore); err != nil {
 		return err
 	}
-	if err := unpublishAll(ctx, e.driver.node, warm, 1); err != nil {
+	if err := unpublishAll(ctx, e.Driver.Node, warm, 1); err != nil {
 		return err
 	}
 
 	logf("publishing %d volumes one at a time", len(serial))
-	apiMetrics, err := newAPIServerMetrics(e.cp.Config)
+	apiMetrics, err := newAPIServerMetrics(e.CP.Config)
 	if err != nil {
 		return err
 	}
@@ -80,14 +81,14 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	if err != nil {
 		return err
 	}
-	first, err := publishAll(ctx, e.driver.node, serial[:100], 1, certDuration, renewBefore)
+	first, err := publishAll(ctx, e.Driver.Node, serial[:100], 1, certDuration, renewBefore)
 	if err != nil {
 		return err
 	}
-	if res.driverRSS.at100, err = e.driver.rss(); err != nil {
+	if res.driverRSS.at100, err = e.Driver.RSS(); err != nil {
 		return err
 	}
-	rest, err := publishAll(ctx, e.driver.node, serial[100:], 1, certDuration, renewBefore)
+	rest, err := publishAll(ctx, e.Driver.Node, serial[100:], 1, certDuration, renewBefore)
 	if err != nil {
 		return err
 	}
@@ -110,7 +111,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	if err != nil {
 		return err
 	}
-	cpu := e.cpuTimes()
+	cpu := e.CPUTimes()
 	logf("publishing %d volumes, %d at a time", len(concurrent), opts.concurrency)
 	profiled := make(chan error, 1)
 	if opts.profile {
@@ -120,7 +121,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	} else {
 		profiled <- nil
 	}
-	if res.concurrent, err = publishAll(ctx, e.driver.node, concurrent, opts.concurrency, certDuration, renewBefore); err != nil {
+	if res.concurrent, err = publishAll(ctx, e.Driver.Node, concurrent, opts.concurrency, certDuration, renewBefore); err != nil {
 		return err
 	}
 	lastPublish := time.Now()
@@ -140,14 +141,14 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	n := float64(len(concurrent))
 	res.api = after.sub(before)
 	res.issuances = n
-	for i, after := range e.cpuTimes() {
+	for i, after := range e.CPUTimes() {
 		res.cpu[i] = (after - cpu[i]) / time.Duration(n)
 	}
 	res.volumes = len(serial) + len(concurrent)
-	if res.driverRSS.atAll, err = e.driver.rss(); err != nil {
+	if res.driverRSS.atAll, err = e.Driver.RSS(); err != nil {
 		return err
 	}
-	if res.controllerRSS, err = e.controller.rss(); err != nil {
+	if res.controllerRSS, err = e.Controller.RSS(); err != nil {
 		return err
 	}
 
@@ -158,7 +159,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 		}
 	}
 	logf("unpublishing %d volumes", len(all))
-	if err := unpublishAll(ctx, e.driver.node, all, opts.concurrency); err != nil {
+	if err := unpublishAll(ctx, e.Driver.Node, all, opts.concurrency); err != nil {
 		return err
 	}
 	return nil
@@ -181,7 +182,7 @@ type cleanup struct {
 func waitNoCSRs(ctx context.Context, e *env) (cleanup, error) {
 	start := time.Now()
 	for {
-		list, err := e.admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+		list, err := e.Admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return cleanup{}, err
 		}
@@ -243,16 +244,16 @@ type breakdownCounters struct {
 func (e *env) breakdownCounters(ctx context.Context, m *apiServerMetrics) (breakdownCounters, error) {
 	var c breakdownCounters
 	var err error
-	if c.issued, err = e.driver.metric(`certmint_driver_issuance_duration_seconds_count{result="issued"}`); err != nil {
+	if c.issued, err = e.Driver.Metric(`certmint_driver_issuance_duration_seconds_count{result="issued"}`); err != nil {
 		return c, err
 	}
-	if c.roundTrip, err = e.driver.metric(`certmint_driver_issuance_duration_seconds_sum{result="issued"}`); err != nil {
+	if c.roundTrip, err = e.Driver.Metric(`certmint_driver_issuance_duration_seconds_sum{result="issued"}`); err != nil {
 		return c, err
 	}
-	if c.signs, err = scrapeSum(e.controllerMetrics, "certmint_sign_duration_seconds_count"); err != nil {
+	if c.signs, err = stack.ScrapeSum(e.ControllerMetrics, "certmint_sign_duration_seconds_count"); err != nil {
 		return c, err
 	}
-	if c.signSeconds, err = scrapeSum(e.controllerMetrics, "certmint_sign_duration_seconds_sum"); err != nil {
+	if c.signSeconds, err = stack.ScrapeSum(e.ControllerMetrics, "certmint_sign_duration_seconds_sum"); err != nil {
 		return c, err
 	}
 	c.api, err = m.counts(ctx)

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/certmint/certmint/test/stack"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -83,7 +84,7 @@ func run(ctx context.Context, opts options) error {
 	if opts.volumes != 0 && opts.volumes < 100 || opts.concurrency < 2 {
 		return errors.New("-n must be 0 or at least 100 (memory is sampled at 100 volumes), -concurrency at least 2")
 	}
-	root, err := repoRoot()
+	root, err := stack.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -129,31 +130,6 @@ func run(ctx context.Context, opts options) error {
 // logf reports progress on stderr; the table goes to stdout.
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format(time.TimeOnly)}, args...)...)
-}
-
-// repoRoot is the directory of the module's go.mod, found upwards from the
-// working directory: the harness builds the binaries and images from it.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && len(data) > 0 && containsModule(string(data)) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run the harness inside the certmint repository")
-		}
-		dir = parent
-	}
-}
-
-func containsModule(goMod string) bool {
-	const decl = "module github.com/certmint/certmint\n"
-	return len(goMod) >= len(decl) && goMod[:len(decl)] == decl
 }
 
 // stringList is a flag that may be repeated.

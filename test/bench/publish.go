@@ -13,73 +13,37 @@ import (
 	"time"
 
 	csispec "github.com/container-storage-interface/spec/lib/go/csi"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/certmint/certmint/pkg/attributes"
+	"github.com/certmint/certmint/test/stack"
 )
 
 // volume is one pod's inline certmint volume.
-type volume struct {
-	pod    *corev1.Pod
-	id     string
-	target string
-}
+type volume = stack.Volume
 
-// createVolumes creates n pods bound to the driver's node, as the
-// scheduler would leave them, and names their volumes the way the kubelet
-// does.
+// createVolumes creates n pods bound to the driver's node with their
+// volumes.
 func createVolumes(ctx context.Context, e *env, prefix string, n int) ([]volume, error) {
 	vols := make([]volume, n)
 	err := parallel(ctx, 16, n, func(ctx context.Context, i int) error {
-		pod, err := e.admin.CoreV1().Pods(workloadNS).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + strconv.Itoa(i)},
-			Spec: corev1.PodSpec{
-				NodeName: nodeName, ServiceAccountName: workloadSA, AutomountServiceAccountToken: ptr.To(false),
-				Containers: []corev1.Container{{Name: "app", Image: "example/app"}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("creating pod: %w", err)
-		}
-		// The kubelet's layout; it creates the volume directory, the
-		// driver the mount point in it.
-		volDir := filepath.Join(e.dir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~csi", "tls")
-		if err := os.MkdirAll(volDir, 0o750); err != nil {
-			return err
-		}
-		vols[i] = volume{pod: pod, id: "csi-" + string(pod.UID), target: filepath.Join(volDir, "mount")}
-		return nil
+		v, err := e.NewVolume(ctx, workloadNS, workloadSA, prefix+"-"+strconv.Itoa(i))
+		vols[i] = v
+		return err
 	})
 	return vols, err
 }
 
-// publishRequest is what the kubelet sends for the volume: the pod's
-// volumeAttributes and the pod information the CSIDriver asks for.
+// publishRequest is what the kubelet sends for the volume: a certificate
+// from the CA ClusterIssuer for the pod's Service-style name and SPIFFE ID.
 func publishRequest(v volume, duration, renewBefore time.Duration) *csispec.NodePublishVolumeRequest {
-	return &csispec.NodePublishVolumeRequest{
-		VolumeId:   v.id,
-		TargetPath: v.target,
-		Readonly:   true,
-		VolumeCapability: &csispec.VolumeCapability{
-			AccessType: &csispec.VolumeCapability_Mount{Mount: &csispec.VolumeCapability_MountVolume{}},
-			AccessMode: &csispec.VolumeCapability_AccessMode{Mode: csispec.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		},
-		VolumeContext: map[string]string{
-			attributes.PodNameKey:            v.pod.Name,
-			attributes.PodNamespaceKey:       v.pod.Namespace,
-			attributes.PodUIDKey:             string(v.pod.UID),
-			attributes.ServiceAccountNameKey: v.pod.Spec.ServiceAccountName,
-			attributes.EphemeralKey:          "true",
-			attributes.IssuerName:            issuerName,
-			attributes.IssuerKind:            "ClusterIssuer",
-			attributes.DNSNames:              "${POD_NAME}.${POD_NAMESPACE}",
-			attributes.SPIFFEID:              "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
-			attributes.Duration:              duration.String(),
-			attributes.RenewBefore:           renewBefore.String(),
-		},
-	}
+	return v.PublishRequest(map[string]string{
+		attributes.IssuerName:  issuerName,
+		attributes.IssuerKind:  "ClusterIssuer",
+		attributes.DNSNames:    "${POD_NAME}.${POD_NAMESPACE}.svc",
+		attributes.SPIFFEID:    "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
+		attributes.Duration:    duration.String(),
+		attributes.RenewBefore: renewBefore.String(),
+	})
 }
 
 // publishRun is one run of publishes at a fixed concurrency.
@@ -104,7 +68,7 @@ func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, con
 		defer cancel()
 		t := time.Now()
 		if _, err := node.NodePublishVolume(ctx, req); err != nil {
-			return fmt.Errorf("publishing %s: %w", vols[i].id, err)
+			return fmt.Errorf("publishing %s: %w", vols[i].ID, err)
 		}
 		lat[i] = time.Since(t)
 		return nil
@@ -115,8 +79,8 @@ func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, con
 	}
 	for _, v := range vols {
 		for _, f := range []string{"tls.crt", "tls.key", "ca.crt"} {
-			if fi, err := os.Stat(filepath.Join(v.target, f)); err != nil || fi.Size() == 0 {
-				return publishRun{}, fmt.Errorf("volume %s was published without %s: %v", v.id, f, err)
+			if fi, err := os.Stat(filepath.Join(v.Target, f)); err != nil || fi.Size() == 0 {
+				return publishRun{}, fmt.Errorf("volume %s was published without %s: %v", v.ID, f, err)
 			}
 		}
 	}
@@ -126,9 +90,9 @@ func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, con
 
 func unpublishAll(ctx context.Context, node csispec.NodeClient, vols []volume, concurrency int) error {
 	return parallel(ctx, concurrency, len(vols), func(ctx context.Context, i int) error {
-		_, err := node.NodeUnpublishVolume(ctx, &csispec.NodeUnpublishVolumeRequest{VolumeId: vols[i].id, TargetPath: vols[i].target})
+		_, err := node.NodeUnpublishVolume(ctx, &csispec.NodeUnpublishVolumeRequest{VolumeId: vols[i].ID, TargetPath: vols[i].Target})
 		if err != nil {
-			return fmt.Errorf("unpublishing %s: %w", vols[i].id, err)
+			return fmt.Errorf("unpublishing %s: %w", vols[i].ID, err)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/certmint/certmint/test/stack"
 	"strings"
 	"time"
 )
@@ -12,9 +13,9 @@ type results struct {
 
 	serial, concurrent publishRun
 	breakdown          breakdown // of the serial run
-	driverRSS          struct{ idle, at100, atAll memory }
+	driverRSS          struct{ idle, at100, atAll stack.Memory }
 	volumes            int // published at atAll
-	controllerRSS      memory
+	controllerRSS      stack.Memory
 
 	// api is what the API server served during the concurrent run, for
 	// issuances issuances.
@@ -101,8 +102,8 @@ func ms(d time.Duration) string {
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // rss shows the resident set and what it is made of.
-func rss(m memory) string {
-	return fmt.Sprintf("%s (anonymous %s, file %s)", mib(m.total()), mib(m.anon), mib(m.file))
+func rss(m stack.Memory) string {
+	return fmt.Sprintf("%s (anonymous %s, file %s)", mib(m.Total()), mib(m.Anon), mib(m.File))
 }
 
 // ratio says how many times smaller ours is than the reference.
@@ -129,11 +130,11 @@ func (r *results) driverRows(row func(measure, result, goal, reference string)) 
 		fmt.Sprintf("%.0f/s", c.perSecond()), "≥ 200/s",
 		fmt.Sprintf("5/s at concurrency 16 (20/s with limits lifted): %.0f× (%.0f×)", c.perSecond()/refRate, c.perSecond()/refRateHi))
 
-	row("driver RSS idle", rss(r.driverRSS.idle), "≤ 25 MiB", fmt.Sprintf("73–90 MB: %s", ratio(refRSSLow, float64(r.driverRSS.idle.total()))))
+	row("driver RSS idle", rss(r.driverRSS.idle), "≤ 25 MiB", fmt.Sprintf("73–90 MB: %s", ratio(refRSSLow, float64(r.driverRSS.idle.Total()))))
 	row("driver RSS with 100 volumes", rss(r.driverRSS.at100), "", "")
 	row(fmt.Sprintf("driver RSS with %d volumes", r.volumes), rss(r.driverRSS.atAll), "", "")
 	row(fmt.Sprintf("driver RSS per volume, 100 → %d volumes", r.volumes),
-		fmt.Sprintf("%.1f KiB", float64(r.driverRSS.atAll.total()-r.driverRSS.at100.total())/float64(r.volumes-100)/1024), "≤ 10 KiB", "")
+		fmt.Sprintf("%.1f KiB", float64(r.driverRSS.atAll.Total()-r.driverRSS.at100.Total())/float64(r.volumes-100)/1024), "≤ 10 KiB", "")
 	row(fmt.Sprintf("controller RSS after %d issuances", r.volumes), rss(r.controllerRSS), "", "")
 
 	per := func(v float64) string { return fmt.Sprintf("%.2f", v/r.issuances) }

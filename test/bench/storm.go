@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 )
 
@@ -35,12 +34,12 @@ const (
 func renewalStorm(ctx context.Context, e *env, volumes int, due time.Time, keys bool, res *results) (*stormResult, error) {
 	// A renewal before the storm means the publish runs outlasted
 	// -storm-due-after, and the storm would wait for volumes not due.
-	if early, err := e.driver.metric(renewedMetric); err != nil || early > 0 {
+	if early, err := e.Driver.Metric(renewedMetric); err != nil || early > 0 {
 		return nil, fmt.Errorf("renewal storm: %v volumes were renewed before the storm (%v); raise -storm-due-after", early, err)
 	}
 	logf("renewal storm: stopping the driver until its %d certificates are due at %s", volumes, due.Format(time.TimeOnly))
-	e.driver.stop()
-	e.driver = nil
+	e.Driver.Stop()
+	e.Driver = nil
 	if keys {
 		logf("benchmarking key generation meanwhile")
 		res.keys = benchmarkKeys()
@@ -51,7 +50,7 @@ func renewalStorm(ctx context.Context, e *env, volumes int, due time.Time, keys 
 		return nil, ctx.Err()
 	case <-time.After(time.Until(due.Add(2 * time.Second))):
 	}
-	apiMetrics, err := newAPIServerMetrics(e.cp.Config)
+	apiMetrics, err := newAPIServerMetrics(e.CP.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -62,11 +61,10 @@ func renewalStorm(ctx context.Context, e *env, volumes int, due time.Time, keys 
 
 	logf("renewal storm: starting the driver again")
 	start := time.Now()
-	d, err := startDriver(ctx, e.driverBin, e.driverKubeconfig, filepath.Join(e.dir, "driver"), filepath.Join(e.logDir, "driver-restarted.log"), e.driverFlags...)
-	if err != nil {
+	if err := e.StartDriver(ctx, "driver-restarted.log"); err != nil {
 		return nil, err
 	}
-	e.driver = d
+	d := e.Driver
 
 	type sample struct {
 		at               time.Time
@@ -77,11 +75,11 @@ func renewalStorm(ctx context.Context, e *env, volumes int, due time.Time, keys 
 	const every = 200 * time.Millisecond
 	deadline := start.Add(stormTimeout)
 	for {
-		renewed, err := d.metric(renewedMetric)
+		renewed, err := d.Metric(renewedMetric)
 		if err != nil {
 			return nil, err
 		}
-		failed, err := d.metric(failedMetric)
+		failed, err := d.Metric(failedMetric)
 		if err != nil {
 			return nil, err
 		}

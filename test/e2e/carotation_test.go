@@ -56,7 +56,7 @@ func TestCARotation(t *testing.T) {
 	}
 	server = f.WaitForPodRunning("server", podTimeout)
 	client := deploy.CertPod("client", testCluster.Nodes[1].Name, "client", rotationIssuer, testappImage, []string{"mtls-call",
-		fmt.Sprintf("--addr=%s:%d", server.Status.PodIP, mtlsPort), "--server-name=server." + f.Namespace,
+		fmt.Sprintf("--addr=%s:%d", server.Status.PodIP, mtlsPort), "--server-name=server." + f.Namespace + ".svc",
 		"--peer-uri=" + spiffeID(f.Namespace, "server"), "--every=200ms", "--timeout=5s"})
 	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(t.Context(), client, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -27,12 +27,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/certmint/certmint/pkg/issuer/selfsigned"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/test/e2e/deploy"
 	"github.com/certmint/certmint/test/e2e/framework"
@@ -76,10 +78,11 @@ func TestCertmint(t *testing.T) {
 	caSecret := deploy.Namespace + "/" + caIssuer
 
 	node1 := testCluster.Nodes[0].Name
+	requests := watchAllRequests(t, f)
 	server, client := startMTLSPair(t, f)
 	serverID, clientID := spiffeID(f.Namespace, "server"), spiffeID(f.Namespace, "client")
 	serverAddr := fmt.Sprintf("%s:%d", server.Status.PodIP, mtlsPort)
-	serverName := "server." + f.Namespace
+	serverName := "server." + f.Namespace + ".svc"
 
 	t.Run("a client pod on node 2 and a server pod on node 1 verify each other over mTLS", func(t *testing.T) {
 		checkMTLS(t, f.WithT(t), server)
@@ -152,7 +155,7 @@ func TestCertmint(t *testing.T) {
 			"key-algorithm":    "RSA",
 			"key-size":         "3072",
 			"key-encoding":     "PKCS1",
-			"common-name":      "${POD_NAME}.${POD_NAMESPACE}",
+			"common-name":      "${POD_NAME}.${POD_NAMESPACE}.svc",
 			"duration":         "1h",
 			"key-usages":       "digital signature,key encipherment,client auth",
 		} {
@@ -188,7 +191,7 @@ func TestCertmint(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "attributes." + f.Namespace; cert.Subject.CommonName != want {
+		if want := "attributes." + f.Namespace + ".svc"; cert.Subject.CommonName != want {
 			t.Errorf("common name %q, want %q", cert.Subject.CommonName, want)
 		}
 		if pub, ok := cert.PublicKey.(*rsa.PublicKey); !ok || pub.N.BitLen() != 3072 {
@@ -301,6 +304,10 @@ func TestCertmint(t *testing.T) {
 		}
 	})
 
+	t.Run("a namespaced CA Issuer and a selfSigned ClusterIssuer issue to pods, and a denial shows on the pod", func(t *testing.T) {
+		checkIssuerKinds(t, f.WithT(t), node1)
+	})
+
 	t.Run("the driver of node 1 is denied a certificate for a pod on node 2", func(t *testing.T) {
 		driverClient := driverClientOn(t, sys, node1)
 		// The control: the same token and request shape for node 1's own
@@ -362,8 +369,15 @@ func TestCertmint(t *testing.T) {
 		f := f.WithT(t)
 		pods := []*corev1.Pod{server, client}
 		// The checks below must be able to fail: first see what they look
-		// for while the pods run.
+		// for while the pods run. The driver deletes its requests as soon as
+		// it has read them, so only the watch shows that the label the
+		// request check selects by is on them.
 		for _, p := range pods {
+			f.WaitFor("the watch to show a request for pod "+p.Name+" with label "+request.LabelPodUID+", without which the request check would prove nothing",
+				time.Minute, func(context.Context) (bool, string, error) {
+					saw, err := requests.saw(p.UID)
+					return saw, "", err
+				})
 			if n := len(mountsOf(t, csiMountsOf(p))); n == 0 {
 				t.Fatalf("no mount of pod %s found while it runs; the check would prove nothing", p.Name)
 			}
@@ -371,7 +385,7 @@ func TestCertmint(t *testing.T) {
 				t.Fatalf("no volume state on %s while pod %s runs", p.Spec.NodeName, p.Name)
 			}
 		}
-		deletePods(t, f, "server", "client", "typo", "keystores", "attributes", "after-restart")
+		deletePods(t, f, "server", "client", "typo", "keystores", "attributes", "after-restart", "from-issuer", "from-selfsigned", "denied")
 		for _, p := range pods {
 			if m := mountsOf(t, csiMountsOf(p)); len(m) > 0 {
 				t.Errorf("mounts of deleted pod %s remain:\n%s", p.Name, strings.Join(m, "\n"))
@@ -401,7 +415,9 @@ func TestCertmint(t *testing.T) {
 	})
 
 	t.Run("no API object holds a private key", func(t *testing.T) {
-		for _, found := range privateKeysInAPI(t, f, caSecret) {
+		// The test's CA Secrets: the ClusterIssuer's and the namespaced
+		// Issuer's, which users create themselves.
+		for _, found := range privateKeysInAPI(t, f, caSecret, f.Namespace+"/team-ca") {
 			t.Errorf("private key material in %s", found)
 		}
 	})
@@ -544,7 +560,7 @@ func startMTLSPair(t *testing.T, f *framework.Framework) (server, client *corev1
 func checkMTLS(t *testing.T, f *framework.Framework, server *corev1.Pod) {
 	t.Helper()
 	serverID, clientID := spiffeID(f.Namespace, "server"), spiffeID(f.Namespace, "client")
-	serverName := "server." + f.Namespace
+	serverName := "server." + f.Namespace + ".svc"
 	out, err := f.Kubectl("exec", "client", "--", "/testapp", "mtls-call",
 		fmt.Sprintf("--addr=%s:%d", server.Status.PodIP, mtlsPort), "--server-name="+serverName, "--peer-uri="+serverID)
 	if err != nil {
@@ -673,7 +689,7 @@ func requestAs(t *testing.T, c kubernetes.Interface, pod *corev1.Pod, node strin
 		t.Fatal(err)
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		DNSNames: []string{pod.Name + "." + pod.Namespace},
+		DNSNames: []string{pod.Name + "." + pod.Namespace + ".svc"},
 		URIs:     []*url.URL{uri},
 	}, key)
 	if err != nil {
@@ -790,8 +806,8 @@ func dirEntries(t *testing.T, dir string) []string {
 // privateKeysInAPI names every object that can carry data (Secrets,
 // ConfigMaps, CertificateSigningRequests, Pods, Events, Issuers and
 // ClusterIssuers, in every namespace) holding PEM private key material,
-// except the Secret allowed.
-func privateKeysInAPI(t *testing.T, f *framework.Framework, allowed string) []string {
+// except the Secrets allowed, each of which must be found.
+func privateKeysInAPI(t *testing.T, f *framework.Framework, allowed ...string) []string {
 	t.Helper()
 	const marker = "PRIVATE KEY-----"
 	ctx := t.Context()
@@ -809,11 +825,11 @@ func privateKeysInAPI(t *testing.T, f *framework.Framework, allowed string) []st
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowedSeen := false
+	allowedSeen := map[string]bool{}
 	for _, s := range secrets.Items {
 		name := s.Namespace + "/" + s.Name
-		if name == allowed {
-			allowedSeen = true
+		if slices.Contains(allowed, name) {
+			allowedSeen[name] = true
 			continue
 		}
 		// Data is base64 in JSON: look at the decoded values.
@@ -824,8 +840,10 @@ func privateKeysInAPI(t *testing.T, f *framework.Framework, allowed string) []st
 		}
 		check("Secret", name, s.StringData)
 	}
-	if !allowedSeen {
-		t.Errorf("the CA Secret %s was not among the Secrets listed; the scan missed it", allowed)
+	for _, name := range allowed {
+		if !allowedSeen[name] {
+			t.Errorf("the CA Secret %s was not among the Secrets listed; the scan missed it", name)
+		}
 	}
 	configMaps, err := f.Client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -877,4 +895,104 @@ func privateKeysInAPI(t *testing.T, f *framework.Framework, allowed string) []st
 		}
 	}
 	return found
+}
+
+// checkIssuerKinds runs a pod from a CA Issuer in the test's namespace and
+// one from a selfSigned ClusterIssuer, each checked against its issuer's
+// root, and a pod asking for a name the default policy does not grant,
+// which must stay ContainerCreating with the controller's denial as an
+// Event on it.
+func checkIssuerKinds(t *testing.T, f *framework.Framework, node string) {
+	t.Helper()
+	ctx := t.Context()
+	data, root, err := deploy.CASecretData("e2e namespaced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Client.CoreV1().Secrets(f.Namespace).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "team-ca"}, Type: corev1.SecretTypeTLS, Data: data,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	issuer := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "certmint.io/v1alpha1",
+		"kind":       "Issuer",
+		"metadata":   map[string]any{"name": "team", "namespace": f.Namespace},
+		"spec":       map[string]any{"ca": map[string]any{"secretName": "team-ca"}},
+	}}
+	if _, err := dynamicClient(t).Resource(deploy.Issuers).Namespace(f.Namespace).Create(ctx, issuer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	selfSigned := "e2e-selfsigned-" + f.Namespace
+	if err := deploy.SelfSignedClusterIssuer(ctx, testCluster.Config, selfSigned, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	fromIssuer := certPod("from-issuer", node, "default", []string{"sleep"})
+	attrs := fromIssuer.Spec.Volumes[0].CSI.VolumeAttributes
+	attrs["csi.certmint.io/issuer-name"] = "team"
+	delete(attrs, "csi.certmint.io/issuer-kind")
+	fromSelfSigned := certPod("from-selfsigned", node, "default", []string{"sleep"})
+	fromSelfSigned.Spec.Volumes[0].CSI.VolumeAttributes["csi.certmint.io/issuer-name"] = selfSigned
+	denied := certPod("denied", node, "default", []string{"sleep"})
+	denied.Spec.Volumes[0].CSI.VolumeAttributes["csi.certmint.io/dns-names"] = "admin.kube-system.svc"
+	for _, p := range []*corev1.Pod{fromIssuer, fromSelfSigned, denied} {
+		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	f.WaitForPodRunning("from-issuer", podTimeout)
+	if !signedUnder(t, catFile(t, f, "from-issuer", "/tls/tls.crt"), root) {
+		t.Error("from-issuer's certificate does not chain to the namespaced Issuer's root")
+	}
+	if got := catFile(t, f, "from-issuer", "/tls/ca.crt"); !bundleHolds(t, got, root) {
+		t.Errorf("from-issuer's ca.crt does not hold the Issuer's root:\n%s", got)
+	}
+	f.WaitForPodRunning("from-selfsigned", podTimeout)
+	status := clusterIssuerStatus(t, selfSigned)
+	bundle, _ := status["trustBundle"].(string)
+	selfSignedRoot := pemCertificates(t, bundle)
+	if len(selfSignedRoot) != 1 || !signedUnder(t, catFile(t, f, "from-selfsigned", "/tls/tls.crt"), selfSignedRoot[0]) {
+		t.Errorf("from-selfsigned's certificate does not chain to the ClusterIssuer's generated root (bundle %q)", bundle)
+	}
+	if got := catFile(t, f, "from-selfsigned", "/tls/ca.crt"); got != bundle {
+		t.Errorf("from-selfsigned's ca.crt = %q, want the ClusterIssuer's trust bundle", got)
+	}
+
+	f.WaitFor("an Event on pod denied with the controller's reason NameNotAllowed", podTimeout, func(ctx context.Context) (bool, string, error) {
+		events, err := f.Client.EventsV1().Events(f.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		var seen []string
+		for _, e := range events.Items {
+			if e.Regarding.Name != "denied" {
+				continue
+			}
+			if e.Reason == "NameNotAllowed" && strings.Contains(e.Note, "admin.kube-system.svc") {
+				return true, "", nil
+			}
+			seen = append(seen, e.Reason+": "+e.Note)
+		}
+		return false, fmt.Sprintf("events on the pod: %q", seen), nil
+	})
+	p, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, "denied", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status.Phase != corev1.PodPending {
+		t.Errorf("pod denied is %s, want Pending: it must not start without its certificate", p.Status.Phase)
+	}
+
+	// The generated root goes with its ClusterIssuer, so that no API object
+	// but the test's own CA Secrets holds a key at the end.
+	if err := dynamicClient(t).Resource(deploy.ClusterIssuers).Delete(ctx, selfSigned, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rootSecret := selfsigned.RootSecretName(request.IssuerRef{Kind: request.KindClusterIssuer, Name: selfSigned})
+	f.WaitFor("the generated root Secret "+rootSecret+" to be deleted with its ClusterIssuer", time.Minute, func(ctx context.Context) (bool, string, error) {
+		_, err := f.Client.CoreV1().Secrets(deploy.Namespace).Get(ctx, rootSecret, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err), nil
+	})
 }

@@ -40,9 +40,7 @@ func TestCertmintHelm(t *testing.T) {
 		"--set-string", "controller.image.tag="+deploy.Tag,
 		// The harness's per-node kubelet dirs, as in the kustomize overlay.
 		"--set-string", "driver.kubeletHostDir="+nodes,
-		"--set-string", "driver.kubeletDir="+deploy.KubeletDir(nodes, "$(NODE_NAME)"),
-		"--set-string", "driver.stateDir="+deploy.StateDir(nodes, "$(NODE_NAME)"),
-		"--set-string", "driver.stateHostDir=")
+		"--set-string", "driver.kubeletDir="+deploy.KubeletDir(nodes, "$(NODE_NAME)"))
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,7 +232,7 @@ func restartPod(namespace, node string) *corev1.Pod {
 	caller := *server.DeepCopy()
 	caller.Name = "caller"
 	caller.Args = []string{"mtls-call", fmt.Sprintf("--addr=127.0.0.1:%d", mtlsPort), "--cert-dir=" + restartMount,
-		"--server-name=" + restartPodName + "." + namespace, "--peer-uri=" + self, "--every=200ms", "--timeout=5s"}
+		"--server-name=" + restartPodName + "." + namespace + ".svc", "--peer-uri=" + self, "--every=200ms", "--timeout=5s"}
 
 	reuse := *p.Spec.Volumes[0].DeepCopy()
 	reuse.Name = "tls-reuse"
@@ -334,7 +335,7 @@ func tryReadVolume(f *framework.Framework, dir string, root *x509.Certificate) (
 	issuerRoot := x509.NewCertPool()
 	issuerRoot.AddCert(root)
 	for what, roots := range map[string]*x509.CertPool{"ca.crt": caFile, "the issuer's root": issuerRoot} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, DNSName: restartPodName + "." + f.Namespace}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, DNSName: restartPodName + "." + f.Namespace + ".svc"}); err != nil {
 			return volumeFiles{}, fmt.Errorf("%s: verifying tls.crt against %s: %w", dir, what, err)
 		}
 	}
@@ -389,6 +390,55 @@ func watchRequests(t *testing.T, f *framework.Framework, pod *corev1.Pod) *reque
 	}
 	t.Cleanup(w.Stop)
 	return &requestLog{w: w}
+}
+
+// seenPods records, from a watch of every certmint request, the pods that
+// requests were made for.
+type seenPods struct {
+	mu   sync.Mutex
+	pods map[types.UID]bool
+	err  error
+}
+
+// watchAllRequests starts watching every certmint request from now on, in
+// the background until the test ends.
+func watchAllRequests(t *testing.T, f *framework.Framework) *seenPods {
+	t.Helper()
+	// From a listed resourceVersion: a watch from "now" waits for the watch
+	// cache to prove it is current, which etcd 3.4 cannot help with.
+	list, err := f.Client.CertificatesV1().CertificateSigningRequests().List(t.Context(), metav1.ListOptions{Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.Client.CertificatesV1().CertificateSigningRequests().Watch(t.Context(), metav1.ListOptions{
+		LabelSelector:   request.LabelPodUID,
+		ResourceVersion: list.ResourceVersion,
+	})
+	if err != nil {
+		t.Fatalf("watching the requests: %v", err)
+	}
+	t.Cleanup(w.Stop)
+	s := &seenPods{pods: map[types.UID]bool{}}
+	go func() {
+		for ev := range w.ResultChan() {
+			s.mu.Lock()
+			if csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest); ok {
+				s.pods[types.UID(csr.Labels[request.LabelPodUID])] = true
+			} else if s.err == nil {
+				s.err = fmt.Errorf("the watch of requests delivered %s %T: %v", ev.Type, ev.Object, ev.Object)
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// saw reports whether a request for the pod uid was seen, or the error
+// that ended the watch.
+func (s *seenPods) saw(uid types.UID) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pods[uid], s.err
 }
 
 // drain records every event the watch has delivered so far, without

@@ -59,7 +59,7 @@ func TestRotation(t *testing.T) {
 	firstCert := catFile(t, f, "server", "/tls/tls.crt")
 
 	client := certPod("client", testCluster.Nodes[1].Name, "client", []string{"mtls-call",
-		fmt.Sprintf("--addr=%s:%d", server.Status.PodIP, mtlsPort), "--server-name=server." + f.Namespace,
+		fmt.Sprintf("--addr=%s:%d", server.Status.PodIP, mtlsPort), "--server-name=server." + f.Namespace + ".svc",
 		"--peer-uri=" + spiffeID(f.Namespace, "server"), "--every=200ms", "--timeout=5s"})
 	shortLived(client)
 	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(t.Context(), client, metav1.CreateOptions{}); err != nil {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -158,6 +159,9 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 	if _, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}); err != nil {
 		return fmt.Errorf("starting the pod informer: %w", err)
 	}
+	if _, err := mgr.GetCache().GetInformer(ctx, &appsv1.DaemonSet{}); err != nil {
+		return fmt.Errorf("starting the DaemonSet informer: %w", err)
+	}
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
 		if !ok {
@@ -230,6 +234,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if !approved || err != nil {
 			return result, err
 		}
+		return r.sign(ctx, &csr, parsed, ref)
+	}
+	// Approved before this pass: by someone else (kubectl certificate
+	// approve), or by a pass of this controller that stopped before it
+	// signed. Whoever approved, the policy holds when signing: an approval
+	// cannot widen what the issuer grants.
+	if _, _, d, err := r.evaluate(ctx, &csr, parsed, ref); err != nil {
+		return reconcile.Result{}, err
+	} else if !d.Allowed && d.Reason != ReasonIssuerNotFound {
+		return r.fail(ctx, &csr, d.Reason, "the request was approved, but the issuer's policy does not allow it: "+d.Message)
 	}
 	return r.sign(ctx, &csr, parsed, ref)
 }
@@ -237,47 +251,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 // decide approves or denies csr, or leaves it pending while its issuer is
 // not Ready. On approval csr is updated in place.
 func (r *Reconciler) decide(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (bool, reconcile.Result, error) {
-	in := policy.Input{
-		DriverUsername:  r.driver,
-		DriverNamespace: r.opts.DriverNamespace,
-		DriverDaemonSet: r.opts.DriverDaemonSet,
-		ClusterDomain:   r.opts.ClusterDomain,
-		TrustDomain:     r.opts.TrustDomain,
-		Issuer:          ref,
-		CSR:             csr,
-		Request:         parsed,
-	}
-	iss, err := r.getIssuer(ctx, ref)
-	if apierrors.IsNotFound(err) {
-		pod, _ := r.getPod(ctx, r.client, csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName])
-		return false, reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, r.deny(ctx, csr, pod, policy.Decision{
-			Reason:  ReasonIssuerNotFound,
-			Message: fmt.Sprintf("%s does not exist; create it or correct the volume's issuer attributes", ref),
-		})
-	}
+	iss, pod, d, err := r.evaluate(ctx, csr, parsed, ref)
 	if err != nil {
 		return false, reconcile.Result{}, err
 	}
-	in.Policy = iss.GetSpec().Policy
-
-	if err := r.lookupPods(ctx, r.client, &in); err != nil {
-		return false, reconcile.Result{}, err
-	}
-	d := policy.Decide(in)
-	if !d.Allowed && podDependent(d.Reason) {
-		// The cache may not have seen a pod that was just created or
-		// replaced; ask the API server before denying.
-		if err := r.lookupPods(ctx, r.live, &in); err != nil {
-			return false, reconcile.Result{}, err
-		}
-		d = policy.Decide(in)
-	}
 	if !d.Allowed {
-		return false, reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, r.deny(ctx, csr, in.Pod, d)
+		return false, reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, r.deny(ctx, csr, pod, d)
 	}
 	if !issuercontroller.IsReady(iss) {
 		log.FromContext(ctx).Info("waiting for issuer to become Ready", "issuer", ref.String())
-		r.event(in.Pod, csr, corev1.EventTypeWarning, ReasonIssuerNotReady, "Wait", "%s is not Ready; the certificate request %s waits for it", ref, csr.Name)
+		r.event(pod, csr, corev1.EventTypeWarning, ReasonIssuerNotReady, "Wait", "%s is not Ready; the certificate request %s waits for it", ref, csr.Name)
 		return false, reconcile.Result{RequeueAfter: issuerWait}, nil
 	}
 
@@ -296,11 +279,52 @@ func (r *Reconciler) decide(ctx context.Context, csr *certificatesv1.Certificate
 	return true, reconcile.Result{}, nil
 }
 
+// evaluate applies the policy to csr as its issuer and pods are now. It
+// returns the issuer (nil when it does not exist, which is a denial), the
+// pod the request is for if it exists, and the decision.
+func (r *Reconciler) evaluate(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (v1alpha1.GenericIssuer, *corev1.Pod, policy.Decision, error) {
+	in := policy.Input{
+		DriverUsername:  r.driver,
+		DriverNamespace: r.opts.DriverNamespace,
+		DriverDaemonSet: r.opts.DriverDaemonSet,
+		ClusterDomain:   r.opts.ClusterDomain,
+		TrustDomain:     r.opts.TrustDomain,
+		Issuer:          ref,
+		CSR:             csr,
+		Request:         parsed,
+	}
+	iss, err := r.getIssuer(ctx, ref)
+	if apierrors.IsNotFound(err) {
+		ns, name, _ := policy.PodReference(csr)
+		pod, err := r.getPod(ctx, r.client, ns, name)
+		return nil, pod, policy.Decision{Reason: ReasonIssuerNotFound, Message: r.issuerNotFound(ctx, ref, ns)}, err
+	}
+	if err != nil {
+		return nil, nil, policy.Decision{}, err
+	}
+	in.Policy = iss.GetSpec().Policy
+
+	if err := r.lookupPods(ctx, r.client, &in); err != nil {
+		return nil, nil, policy.Decision{}, err
+	}
+	d := policy.Decide(in)
+	if !d.Allowed && podDependent(d.Reason) && csr.Spec.Username == r.driver {
+		// The cache may not have seen a pod (or the driver's DaemonSet)
+		// that was just created or replaced; ask the API server before
+		// denying.
+		if err := r.lookupPods(ctx, r.live, &in); err != nil {
+			return nil, nil, policy.Decision{}, err
+		}
+		d = policy.Decide(in)
+	}
+	return iss, in.Pod, d, nil
+}
+
 // podDependent reports whether a denial for reason could be an artefact of a
 // stale pod cache.
 func podDependent(reason string) bool {
 	switch reason {
-	case policy.ReasonDriverPodMismatch, policy.ReasonPodNotFound, policy.ReasonPodUIDMismatch, policy.ReasonNodeMismatch, policy.ReasonPodTerminated:
+	case policy.ReasonNotDriver, policy.ReasonDriverPodMismatch, policy.ReasonPodNotFound, policy.ReasonPodUIDMismatch, policy.ReasonNodeMismatch, policy.ReasonPodTerminated:
 		return true
 	}
 	return false
@@ -420,7 +444,8 @@ func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSi
 	r.rememberOwnWrite(csr)
 	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultFailed).Inc()
 	log.FromContext(ctx).Info("signing failed", "reason", reason, "message", message)
-	pod, _ := r.getPod(ctx, r.client, csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName])
+	ns, name, _ := policy.PodReference(csr)
+	pod, _ := r.getPod(ctx, r.client, ns, name)
 	r.event(pod, csr, corev1.EventTypeWarning, reason, "Sign", "signing certificate request %s failed: %s", csr.Name, message)
 	return reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, nil
 }
@@ -460,6 +485,26 @@ func mayTell(pod *corev1.Pod, csr *certificatesv1.CertificateSigningRequest, dri
 	return len(node) == 1 && node[0] != "" && pod.Spec.NodeName == node[0]
 }
 
+// issuerNotFound says that ref does not exist and, when an issuer of the
+// other kind has its name, that the volume probably names the wrong kind.
+// podNamespace is the namespace of the pod the request is for.
+func (r *Reconciler) issuerNotFound(ctx context.Context, ref request.IssuerRef, podNamespace string) string {
+	msg := fmt.Sprintf("%s does not exist; create it or correct the volume's issuer attributes", ref)
+	other := request.IssuerRef{Kind: request.KindClusterIssuer, Name: ref.Name}
+	hint := "; a ClusterIssuer %s exists: set csi.certmint.io/issuer-kind: ClusterIssuer to use it"
+	if ref.Kind == request.KindClusterIssuer {
+		other = request.IssuerRef{Kind: request.KindIssuer, Namespace: podNamespace, Name: ref.Name}
+		hint = "; an Issuer %s exists in the pod's namespace: remove csi.certmint.io/issuer-kind (or set it to Issuer) to use it"
+	}
+	if other.Kind == request.KindIssuer && request.ValidatePodReference(podNamespace, "x", "x") != nil {
+		return msg
+	}
+	if _, err := r.getIssuer(ctx, other); err == nil {
+		msg += fmt.Sprintf(hint, ref.Name)
+	}
+	return msg
+}
+
 func (r *Reconciler) getIssuer(ctx context.Context, ref request.IssuerRef) (v1alpha1.GenericIssuer, error) {
 	var iss v1alpha1.GenericIssuer = &v1alpha1.Issuer{}
 	if ref.Kind == request.KindClusterIssuer {
@@ -468,24 +513,36 @@ func (r *Reconciler) getIssuer(ctx context.Context, ref request.IssuerRef) (v1al
 	return iss, r.client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, iss)
 }
 
-// lookupPods fills in.Pod and in.DriverPod from reader; a pod that does
-// not exist is left nil.
+// lookupPods fills in.Pod, in.DriverPod and in.DriverDaemonSetUID from
+// reader; a pod that does not exist is left nil, a DaemonSet that does not
+// exist leaves the UID empty.
 func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *policy.Input) error {
 	var err error
-	csr := in.CSR
-	if in.Pod, err = r.getPod(ctx, reader, csr.Annotations[request.AnnotationPodNamespace], csr.Annotations[request.AnnotationPodName]); err != nil {
+	ns, name, _ := policy.PodReference(in.CSR)
+	if in.Pod, err = r.getPod(ctx, reader, ns, name); err != nil {
 		return err
 	}
-	if v := csr.Spec.Extra[request.ExtraPodName]; len(v) == 1 {
+	if v := in.CSR.Spec.Extra[request.ExtraPodName]; len(v) == 1 {
 		if in.DriverPod, err = r.getPod(ctx, reader, r.opts.DriverNamespace, v[0]); err != nil {
 			return err
 		}
 	}
+	var ds appsv1.DaemonSet
+	switch err := reader.Get(ctx, types.NamespacedName{Namespace: r.opts.DriverNamespace, Name: r.opts.DriverDaemonSet}, &ds); {
+	case apierrors.IsNotFound(err):
+		in.DriverDaemonSetUID = ""
+	case err != nil:
+		return fmt.Errorf("reading the driver's DaemonSet: %w", err)
+	default:
+		in.DriverDaemonSetUID = ds.UID
+	}
 	return nil
 }
 
+// getPod reads a pod; nil when it does not exist, or when namespace and name
+// cannot name a pod at all (the request is denied for that, not retried).
 func (r *Reconciler) getPod(ctx context.Context, reader client.Reader, namespace, name string) (*corev1.Pod, error) {
-	if namespace == "" || name == "" {
+	if request.ValidatePodReference(namespace, name, "x") != nil {
 		return nil, nil
 	}
 	var pod corev1.Pod

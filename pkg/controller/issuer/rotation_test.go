@@ -543,7 +543,7 @@ func TestAnACMERootStaysTrustedForTheLongestACMELifetimeAfterTheServerMovesToAno
 	// The server chose the lifetime of what the old root signed (90 days,
 	// say) whatever the policy's 720h maximum asked for; the root itself is
 	// valid for two more years, which is no reason to trust it that long.
-	until := rotatedAt.Add(acmeMaxLifetime)
+	until := rotatedAt.Add(acmeRootsRetireWithin)
 	r := got.Status.RetiringCAs
 	if len(r) != 1 || r[0].Certificate != oldRoot.pem() || !r[0].Until.Time.Equal(until) {
 		t.Errorf("retiring CAs = %+v, want the old root until %s", r, until)
@@ -579,10 +579,10 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 		recorded  bool
 		wantUntil time.Time
 	}{
-		{name: "an ACME server moving to a new root", from: acme(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(acmeMaxLifetime)},
-		{name: "a switch from ACME to a CA", from: acme(oldRoot), to: withCA(newRoot), recorded: true, wantUntil: t0.Add(acmeMaxLifetime)},
+		{name: "an ACME server moving to a new root", from: acme(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
+		{name: "a switch from ACME to a CA", from: acme(oldRoot), to: withCA(newRoot), recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
 		{name: "a switch from a CA to ACME", from: withCA(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(720 * time.Hour)},
-		{name: "an ACME issuer whose status predates the signing record", from: acme(oldRoot), to: acme(newRoot), wantUntil: t0.Add(acmeMaxLifetime)},
+		{name: "an ACME issuer whose status predates the signing record", from: acme(oldRoot), to: acme(newRoot), wantUntil: t0.Add(acmeRootsRetireWithin)},
 		{name: "a CA issuer whose status predates the signing record", from: withCA(oldRoot), to: withCA(newRoot), wantUntil: t0.Add(720 * time.Hour)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -604,3 +604,9 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 		})
 	}
 }
+
+// acmeRootsRetireWithin is the documented bound (docs/rotation.md) on how
+// long a root an ACME issuer no longer chains to stays trusted: public ACME
+// CAs issue for 90 days at most. Spelled out here, not taken from the code,
+// so that a change of the code's constant fails these tests.
+const acmeRootsRetireWithin = 100 * 24 * time.Hour

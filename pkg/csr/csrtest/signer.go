@@ -15,10 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
+	"sync"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -44,9 +47,19 @@ type Signer struct {
 	caKey crypto.Signer
 	// Decide chooses per request; nil approves everything.
 	Decide func(*certificatesv1.CertificateSigningRequest) Decision
-	// Errors receives failures to act on a request, so a test can report
-	// them from its own goroutine; nil drops them.
-	Errors chan<- error
+
+	mu       sync.Mutex
+	failures []error
+}
+
+// Failures are the requests the signer failed to act on, so far. A test
+// that uses the signer checks them when it ends: a request left undecided
+// by a broken signer must not pass for one the driver mishandled, or the
+// other way round.
+func (s *Signer) Failures() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.failures)
 }
 
 // NewSigner makes a signer with a fresh self-signed ECDSA CA.
@@ -98,11 +111,12 @@ func (s *Signer) handle(ctx context.Context, client kubernetes.Interface, csr *c
 	if len(csr.Status.Conditions) > 0 {
 		return
 	}
-	if err := s.act(ctx, client, csr.DeepCopy()); err != nil && s.Errors != nil && ctx.Err() == nil {
-		select {
-		case s.Errors <- fmt.Errorf("test signer, CSR %s: %w", csr.Name, err):
-		default:
-		}
+	// A request deleted before the signer got to it (its requester gave
+	// up) is no failure of the signer's.
+	if err := s.act(ctx, client, csr.DeepCopy()); err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) {
+		s.mu.Lock()
+		s.failures = append(s.failures, fmt.Errorf("test signer, CSR %s: %w", csr.Name, err))
+		s.mu.Unlock()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/request"
 )
 
 // Loader reads CA Secrets and keeps each parsed KeyPair until the Secret's
@@ -39,9 +40,13 @@ func NewLoader(reader client.Reader) *Loader {
 	return &Loader{reader: reader, loaded: map[types.NamespacedName]loadedKeyPair{}}
 }
 
-// Load returns the KeyPair in the Secret. A missing or invalid Secret is an
-// *issuer.NotReadyError; any other error is from the API and worth a retry.
-func (l *Loader) Load(ctx context.Context, ref types.NamespacedName) (*KeyPair, error) {
+// Load returns the KeyPair in the Secret for the issuer user. A missing or
+// invalid Secret is an *issuer.NotReadyError; any other error is from the
+// API and worth a retry. A Secret the controller generated for an issuer (a
+// selfSigned root) serves that issuer only: otherwise anyone who may create
+// an Issuer in the controller's namespace could sign with a ClusterIssuer's
+// root under a policy of their own.
+func (l *Loader) Load(ctx context.Context, ref types.NamespacedName, user request.IssuerRef) (*KeyPair, error) {
 	var secret corev1.Secret
 	if err := l.reader.Get(ctx, ref, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -51,6 +56,12 @@ func (l *Loader) Load(ctx context.Context, ref types.NamespacedName) (*KeyPair, 
 			}
 		}
 		return nil, fmt.Errorf("reading Secret %s: %w", ref, err)
+	}
+	if owner, generated := issuer.GeneratedFor(&secret); generated && owner != user {
+		return nil, &issuer.NotReadyError{
+			Reason:  v1alpha1.ReasonSecretNotUsable,
+			Message: fmt.Sprintf("Secret %s was generated for %s and serves it alone; give %s a CA Secret of its own", ref, owner, user),
+		}
 	}
 	if secret.Type != corev1.SecretTypeTLS {
 		return nil, &issuer.NotReadyError{
@@ -128,13 +139,13 @@ func (b *Backend) SecretRef(iss v1alpha1.GenericIssuer) types.NamespacedName {
 
 // Ready loads and checks the CA key pair.
 func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer.Status, error) {
-	kp, err := b.loader.Load(ctx, b.SecretRef(iss))
+	kp, err := b.loader.Load(ctx, b.SecretRef(iss), issuer.RefFor(iss))
 	return KeyPairStatus(kp, err, b.clock.Now())
 }
 
 // Sign signs req with the CA key pair.
 func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req issuer.Request) ([]byte, error) {
-	kp, err := b.loader.Load(ctx, b.SecretRef(iss))
+	kp, err := b.loader.Load(ctx, b.SecretRef(iss), issuer.RefFor(iss))
 	if err != nil {
 		return nil, err
 	}

@@ -121,7 +121,7 @@ func (b *Backend) SecretRef(iss v1alpha1.GenericIssuer) types.NamespacedName {
 // Ready loads the issuer's root, generating it on first use.
 func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer.Status, error) {
 	ref := b.SecretRef(iss)
-	kp, err := b.loader.Load(ctx, ref)
+	kp, err := b.loader.Load(ctx, ref, issuer.RefFor(iss))
 	var notReady *issuer.NotReadyError
 	if errors.As(err, &notReady) && notReady.Reason == v1alpha1.ReasonSecretNotFound {
 		data, createErr := b.createRoot(ctx, iss, ref)
@@ -136,7 +136,7 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 
 // Sign signs req with the issuer's root.
 func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req issuer.Request) ([]byte, error) {
-	kp, err := b.loader.Load(ctx, b.SecretRef(iss))
+	kp, err := b.loader.Load(ctx, b.SecretRef(iss), issuer.RefFor(iss))
 	if err != nil {
 		return nil, err
 	}

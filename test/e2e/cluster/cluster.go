@@ -54,6 +54,12 @@ type Options struct {
 	KubeconfigPath string
 	// Logf reports progress. Nil discards it.
 	Logf func(format string, args ...any)
+	// Background marks a cluster that runs on its own until someone stops
+	// it (`make demo`, `make cluster-up`). A run that finds one holding the
+	// machine's cluster lock fails at once, saying how to stop it, rather
+	// than wait for it: it may never end. Runs that end by themselves (test
+	// runs) wait for each other.
+	Background bool
 }
 
 // Cluster is a running multi-node cluster inside its own network namespace.
@@ -112,7 +118,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}
 
-	lock, err := acquireLock(ctx, logf)
+	lock, err := acquireLock(ctx, logf, opts.Background, false)
 	if err != nil {
 		return nil, err
 	}
@@ -457,13 +463,17 @@ func (c *Cluster) Stop() error {
 }
 
 // acquireLock takes the machine-wide full-cluster lock, waiting while
-// another run holds it. The lock is an flock, so it dies with its holder and a
-// crashed run never blocks the next.
-func acquireLock(ctx context.Context, logf func(string, ...any)) (*os.File, error) {
+// another run holds it, or failing at once when a background cluster does
+// (see Options.Background). The lock is an flock, so it dies with its holder
+// and a crashed run never blocks the next. The lock file names its holder:
+// its pid and whether it runs in the background.
+// Cleanup waits for background clusters too (waitForAll): it runs once one
+// has been told to stop.
+func acquireLock(ctx context.Context, logf func(string, ...any), background, waitForAll bool) (*os.File, error) {
 	if err := os.MkdirAll(baseDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", baseDir(), err)
 	}
-	path := filepath.Join(baseDir(), "lock")
+	path := lockPath()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening cluster lock: %w", err)
@@ -478,15 +488,19 @@ func acquireLock(ctx context.Context, logf func(string, ...any)) (*os.File, erro
 			f.Close()
 			return nil, fmt.Errorf("locking %s: %w", path, err)
 		}
-		holder, _ := os.ReadFile(path)
+		holder := readHolder(path)
+		if holder.background && !waitForAll {
+			f.Close()
+			return nil, &BusyError{Holder: holder.pid}
+		}
 		if !announced {
-			logf("another cluster runs on this machine (pid %s); waiting for it to stop", strings.TrimSpace(string(holder)))
+			logf("another cluster runs on this machine (pid %s); waiting for it to stop", holder.pid)
 			announced = true
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("waiting for the cluster lock %s held by pid %s: %w", path, strings.TrimSpace(string(holder)), ctx.Err())
+			return nil, fmt.Errorf("waiting for the cluster lock %s held by pid %s: %w", path, holder.pid, ctx.Err())
 		case <-time.After(time.Second):
 		}
 	}
@@ -494,17 +508,74 @@ func acquireLock(ctx context.Context, logf func(string, ...any)) (*os.File, erro
 		f.Close()
 		return nil, fmt.Errorf("recording lock holder: %w", err)
 	}
-	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+	line := strconv.Itoa(os.Getpid())
+	if background {
+		line += " " + backgroundMark
+	}
+	if _, err := f.WriteAt([]byte(line+"\n"), 0); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recording lock holder: %w", err)
 	}
 	return f, nil
 }
 
+// backgroundMark follows the pid in the lock file of a background cluster.
+const backgroundMark = "background"
+
+func lockPath() string { return filepath.Join(baseDir(), "lock") }
+
+type lockHolder struct {
+	pid        string
+	background bool
+}
+
+func readHolder(path string) lockHolder {
+	data, _ := os.ReadFile(path)
+	fields := strings.Fields(string(data))
+	var h lockHolder
+	if len(fields) > 0 {
+		h.pid = fields[0]
+	}
+	h.background = len(fields) > 1 && fields[1] == backgroundMark
+	return h
+}
+
+// BusyError is returned when a background cluster holds the machine's
+// cluster lock.
+type BusyError struct {
+	Holder string // its pid
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("a cluster started by `make demo` or `make cluster-up` is running on this machine (pid %s), and only one runs at a time: stop it with `make demo-down` and try again", e.Holder)
+}
+
+// CheckFree reports a *BusyError when a background cluster holds the
+// machine's cluster lock, and nil otherwise (free, or held by a run that
+// ends by itself); it takes no lock. `make test` calls it first, so that
+// it fails at once, where the user sees it.
+func CheckFree() error {
+	f, err := os.OpenFile(lockPath(), os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err == nil {
+		return unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	}
+	if h := readHolder(lockPath()); h.background {
+		return &BusyError{Holder: h.pid}
+	}
+	return nil
+}
+
 // Cleanup removes what a crashed full-cluster run left on the machine. It
 // waits for a running cluster to stop first, so it never tears down a live one.
 func Cleanup(ctx context.Context) error {
-	lock, err := acquireLock(ctx, func(string, ...any) {})
+	lock, err := acquireLock(ctx, func(string, ...any) {}, false, true)
 	if err != nil {
 		return err
 	}

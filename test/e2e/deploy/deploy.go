@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/test/e2e/cluster"
 	"github.com/certmint/certmint/test/e2e/image"
 	"github.com/certmint/certmint/test/e2e/internal/repo"
@@ -100,15 +101,7 @@ images:
       - {op: replace, path: /spec/template/spec/containers/0/volumeMounts/0/mountPath, value: %[2]q}
       - {op: test, path: /spec/template/spec/containers/0/env/1/name, value: KUBELET_DIR}
       - {op: replace, path: /spec/template/spec/containers/0/env/1/value, value: %[3]q}
-      - {op: test, path: /spec/template/spec/containers/0/env/2/name, value: STATE_DIR}
-      - {op: replace, path: /spec/template/spec/containers/0/env/2/value, value: %[4]q}
-      # Every node shares the host's file system: the state of each node
-      # goes under its own node directory instead of the shared default.
-      - {op: test, path: /spec/template/spec/volumes/1/name, value: state-dir}
-      - {op: remove, path: /spec/template/spec/volumes/1}
-      - {op: test, path: /spec/template/spec/containers/0/volumeMounts/1/name, value: state-dir}
-      - {op: remove, path: /spec/template/spec/containers/0/volumeMounts/1}
-`, DriverDaemonSet, nodesDir, KubeletDir(nodesDir, "$(NODE_NAME)"), StateDir(nodesDir, "$(NODE_NAME)"))
+`, DriverDaemonSet, nodesDir, KubeletDir(nodesDir, "$(NODE_NAME)"))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -121,9 +114,9 @@ func KubeletDir(nodesDir, node string) string {
 }
 
 // StateDir is where the driver of node keeps its volume state on a harness
-// cluster.
+// cluster: where deploy/ keeps it, in the kubelet's plugin directory.
 func StateDir(nodesDir, node string) string {
-	return filepath.Join(nodesDir, node, "certmint", "state")
+	return filepath.Join(KubeletDir(nodesDir, node), "plugins", request.DriverName, "state")
 }
 
 // Apply runs `kubectl apply -k dir` with kubectl, which returns a kubectl

@@ -67,6 +67,29 @@ func CAClusterIssuer(ctx context.Context, cfg *rest.Config, name string) (*x509.
 	return root, waitIssuerReady(ctx, dyn, name)
 }
 
+// SelfSignedClusterIssuer creates a selfSigned ClusterIssuer name with the
+// policy block policy (nil for none) and waits until it is Ready.
+func SelfSignedClusterIssuer(ctx context.Context, cfg *rest.Config, name string, policy map[string]any) error {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	spec := map[string]any{"selfSigned": map[string]any{}}
+	if policy != nil {
+		spec["policy"] = policy
+	}
+	issuer := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "certmint.io/v1alpha1",
+		"kind":       "ClusterIssuer",
+		"metadata":   map[string]any{"name": name},
+		"spec":       spec,
+	}}
+	if _, err := dyn.Resource(ClusterIssuers).Create(ctx, issuer, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating ClusterIssuer: %w", err)
+	}
+	return waitIssuerReady(ctx, dyn, name)
+}
+
 func waitIssuerReady(ctx context.Context, dyn dynamic.Interface, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

@@ -38,7 +38,7 @@ func CertPod(name, node, serviceAccount, issuer, image string, args []string) *c
 					VolumeAttributes: map[string]string{
 						"csi.certmint.io/issuer-name": issuer,
 						"csi.certmint.io/issuer-kind": "ClusterIssuer",
-						"csi.certmint.io/dns-names":   "${POD_NAME}.${POD_NAMESPACE}",
+						"csi.certmint.io/dns-names":   "${POD_NAME}.${POD_NAMESPACE}.svc",
 						"csi.certmint.io/spiffe-id":   "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
 					},
 				}},

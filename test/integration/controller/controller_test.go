@@ -687,7 +687,7 @@ func TestLeaderFailover(t *testing.T) {
 
 	leader := func() (*controllerProcess, *controllerProcess) {
 		var l, s *controllerProcess
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
 			a, _ := first.metric("leader_election_master_status")
 			b, _ := second.metric("leader_election_master_status")
 			switch {
@@ -712,7 +712,7 @@ func TestLeaderFailover(t *testing.T) {
 	for i := range total {
 		if i == total/3 {
 			// Kill the leader mid-stream, without it releasing the lease.
-			active.kill()
+			active.Kill()
 		}
 		csr := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: it.signer, pod: it.podA, node: nodeA, dnsNames: []string{it.svc}}))
 		names = append(names, csr.Name)
@@ -750,6 +750,6 @@ func newIssuanceWithoutController(t testing.TB, ns string) *issuance {
 	t.Helper()
 	setupCtl := startController(t, ns+"-setup")
 	it := newIssuance(t, ns, nil)
-	setupCtl.stop()
+	setupCtl.Stop()
 	return it
 }

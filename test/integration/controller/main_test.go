@@ -5,7 +5,6 @@
 package controller_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,7 +13,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -26,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +47,8 @@ import (
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/test/e2e/cluster"
+	"github.com/certmint/certmint/test/e2e/deploy"
+	"github.com/certmint/certmint/test/stack"
 )
 
 const (
@@ -72,6 +71,8 @@ type testEnv struct {
 	scheme *runtime.Scheme
 	// driverA and driverB act as the driver on node-a and node-b.
 	driverA, driverB kubernetes.Interface
+	// asDaemonSetPod makes a pod one of the driver DaemonSet's.
+	asDaemonSetPod func(*corev1.Pod)
 	// controllerKubeconfig authenticates as the controller's ServiceAccount.
 	controllerKubeconfig string
 	controllerBinary     string
@@ -154,6 +155,9 @@ func setup(ctx context.Context) (*testEnv, error) {
 			return e, err
 		}
 	}
+	if e.asDaemonSetPod, err = deploy.StandInDriverDaemonSet(ctx, e.cp.Config, driverSA); err != nil {
+		return e, err
+	}
 	for _, n := range []string{nodeA, nodeB} {
 		if err := e.admin.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
 			return e, err
@@ -193,23 +197,10 @@ func (e *testEnv) apply(ctx context.Context, path string) error {
 	return nil
 }
 
-// driverDaemonSet is the controller's default --driver-daemonset.
-const driverDaemonSet = "certmint-driver"
-
-// asDaemonSetPod makes a pod look created by the driver's DaemonSet. The
-// DaemonSet itself need not exist: no garbage collector runs here to remove
-// pods whose owner is missing.
-func asDaemonSetPod(pod *corev1.Pod) {
-	pod.OwnerReferences = []metav1.OwnerReference{{
-		APIVersion: "apps/v1", Kind: "DaemonSet", Name: driverDaemonSet,
-		UID: "00000000-0000-0000-0000-0000000000d5", Controller: ptr.To(true),
-	}}
-}
-
 // driverClient creates a driver pod on node and returns a client
 // authenticated with a token bound to it, as the driver's own would be.
 func (e *testEnv) driverClient(ctx context.Context, podName, node string) (kubernetes.Interface, error) {
-	pod, err := e.createPod(ctx, certmintNS, podName, node, driverSA, asDaemonSetPod)
+	pod, err := e.createPod(ctx, certmintNS, podName, node, driverSA, e.asDaemonSetPod)
 	if err != nil {
 		return nil, err
 	}
@@ -317,10 +308,8 @@ func requireEnv(t testing.TB) *testEnv {
 
 // controllerProcess is one running controller binary.
 type controllerProcess struct {
-	cmd         *exec.Cmd
+	*stack.Process
 	metricsAddr string
-	logPath     string
-	exited      chan struct{}
 }
 
 // startController runs the controller binary as its ServiceAccount and
@@ -328,60 +317,32 @@ type controllerProcess struct {
 func startController(t testing.TB, name string, extraArgs ...string) *controllerProcess {
 	t.Helper()
 	e := requireEnv(t)
-	p := &controllerProcess{metricsAddr: freeAddr(t), logPath: filepath.Join(t.TempDir(), name+".log"), exited: make(chan struct{})}
-	probeAddr := freeAddr(t)
-	logFile, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
 	args := append([]string{
 		"--kubeconfig=" + e.controllerKubeconfig,
 		"--driver-namespace=" + certmintNS,
 		"--driver-service-account=" + driverSA,
 		"--cluster-resource-namespace=" + certmintNS,
-		"--metrics-bind-address=" + p.metricsAddr,
+		"--metrics-bind-address=" + metricsAddr,
 		"--health-probe-bind-address=" + probeAddr,
-		"--leader-elect-lease-duration=3s",
-		"--leader-elect-renew-deadline=2s",
-		"--leader-elect-retry-period=500ms",
 		"--csr-cleanup-grace=1h",
 		// Tests that need the ACME solver pass their own address; a later
 		// flag wins.
 		"--acme-http01-address=0",
 	}, extraArgs...)
-	p.cmd = exec.Command(e.controllerBinary, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	if err := p.cmd.Start(); err != nil {
+	proc, err := stack.StartBinary(name, e.controllerBinary, filepath.Join(t.TempDir(), name+".log"), args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		logFile.Close()
-		close(p.exited)
-	}()
+	p := &controllerProcess{Process: proc, metricsAddr: metricsAddr}
 	t.Cleanup(func() {
-		p.stop()
+		p.Stop()
 		if t.Failed() {
-			out, _ := os.ReadFile(p.logPath)
-			t.Logf("controller %s log:\n%s", name, tail(out, 60))
+			t.Logf("controller %s log:\n%s", name, p.LogTail(60))
 		}
 	})
-	err = wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, startupTimeout, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-p.exited:
-			return false, errors.New("controller exited")
-		default:
-		}
-		resp, err := http.Get("http://" + probeAddr + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		out, _ := os.ReadFile(p.logPath)
-		t.Fatalf("controller %s not ready: %v\n%s", name, err, tail(out, 60))
+	if err := p.WaitHTTP(t.Context(), "http://"+probeAddr+"/readyz", startupTimeout); err != nil {
+		t.Fatalf("controller %s not ready: %v", name, err)
 	}
 	resp, err := http.Get("http://" + probeAddr + "/healthz")
 	if err != nil {
@@ -394,57 +355,19 @@ func startController(t testing.TB, name string, extraArgs ...string) *controller
 	return p
 }
 
-// stop ends the process gracefully, as a rolling update would.
-func (p *controllerProcess) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-// kill ends the process at once, as a node failure would: it neither
-// finishes its work nor releases its lease.
-func (p *controllerProcess) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-}
-
 // metric returns the sum of the samples of a metric whose line starts with
 // prefix (name and, optionally, some labels).
 func (p *controllerProcess) metric(prefix string) (float64, error) {
-	resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var body bytes.Buffer
-	if _, err := body.ReadFrom(resp.Body); err != nil {
-		return 0, err
-	}
-	var sum float64
-	for _, line := range strings.Split(body.String(), "\n") {
-		if !strings.HasPrefix(line, prefix) {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
-			sum += v
-		}
-	}
-	return sum, nil
+	return stack.ScrapeSum("http://"+p.metricsAddr+"/metrics", prefix)
 }
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := stack.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func tail(b []byte, lines int) string {
@@ -460,10 +383,15 @@ type csrSpec struct {
 	signer   string
 	pod      *corev1.Pod
 	node     string // label; the driver's own node
+	subject  pkix.Name
 	dnsNames []string
 	uris     []string
+	ips      []net.IP
+	emails   []string
 	duration time.Duration
 	isCA     bool
+	// usages replace the driver's default usages when set.
+	usages []certificatesv1.KeyUsage
 }
 
 // csrKey is the one key every test request uses: what is under test is the
@@ -476,8 +404,11 @@ var csrKey = sync.OnceValues(func() (*ecdsa.PrivateKey, error) {
 // and annotations).
 func newCSR(t testing.TB, s csrSpec) *certificatesv1.CertificateSigningRequest {
 	t.Helper()
-	tmpl := &x509.CertificateRequest{Subject: pkix.Name{}, DNSNames: s.dnsNames}
+	tmpl := &x509.CertificateRequest{Subject: s.subject, DNSNames: s.dnsNames, IPAddresses: s.ips, EmailAddresses: s.emails}
 	usages := []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth}
+	if s.usages != nil {
+		usages = s.usages
+	}
 	if s.isCA {
 		// As the driver asks for is-ca: a basicConstraints extension.
 		value, err := asn1.Marshal(struct{ IsCA bool }{true})
@@ -532,14 +463,17 @@ func newCSR(t testing.TB, s csrSpec) *certificatesv1.CertificateSigningRequest {
 func waitForCSR(t testing.TB, name string, done func(*certificatesv1.CertificateSigningRequest) bool) *certificatesv1.CertificateSigningRequest {
 	t.Helper()
 	var csr certificatesv1.CertificateSigningRequest
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	// Generous: the leader-election tests wait out a killed leader's lease
+	// (15 s by default) on a busy machine.
+	const timeout = 2 * time.Minute
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if err := env.admin.Get(ctx, types.NamespacedName{Name: name}, &csr); err != nil {
 			return false, err
 		}
 		return done(&csr), nil
 	})
 	if err != nil {
-		t.Fatalf("CSR %s: %v; last seen: %+v", name, err, csr.Status)
+		t.Fatalf("waited %v for CSR %s to be decided: %v; last seen: %+v", timeout, name, err, csr.Status)
 	}
 	return &csr
 }

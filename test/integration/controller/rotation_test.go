@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,7 +116,7 @@ func TestCARotation(t *testing.T) {
 	testT := t
 	t.Run("a restarted controller keeps the overlap and asks for nothing new", func(t *testing.T) {
 		before := iss.ResourceVersion
-		controller.stop()
+		controller.Stop()
 		// Started for the rest of the test, not only this step.
 		controller = startController(testT, "rotation-restarted")
 		// The gauge is set by every reconcile of the issuer: once it shows,
@@ -475,11 +474,11 @@ func pemOf(c *x509.Certificate) []byte {
 
 func controllerLog(t *testing.T, p *controllerProcess) string {
 	t.Helper()
-	out, err := os.ReadFile(p.logPath)
+	out, err := p.Log()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // certsIn parses every certificate of a PEM bundle.

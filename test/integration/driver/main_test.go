@@ -112,6 +112,11 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
+	if os.Geteuid() != 0 {
+		// Failing, not skipping: a run that skips every test reports ok.
+		fmt.Fprintln(os.Stderr, "FAIL: these tests need root (the driver mounts tmpfs and bind mounts); run them as root, or with -short to skip them")
+		os.Exit(1)
+	}
 	os.Exit(runWithEnv(m))
 }
 
@@ -152,6 +157,12 @@ func runWithEnv(m *testing.M) int {
 	cancel()
 	if err := <-driverDone; err != nil {
 		fmt.Fprintln(os.Stderr, "driver:", err)
+		code = 1
+	}
+	// A request the signer failed to act on fails the run: the test that
+	// made it may have passed for the wrong reason.
+	for _, err := range env.signer.Failures() {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		code = 1
 	}
 	return code

@@ -304,11 +304,13 @@ const (
 	ReasonReady          = "Ready"
 	ReasonSecretNotFound = "SecretNotFound"
 	ReasonInvalidSecret  = "InvalidSecret"
-	ReasonNotCA          = "NotCA"
-	ReasonKeyMismatch    = "KeyMismatch"
-	ReasonCANotYetValid  = "CANotYetValid"
-	ReasonCAExpired      = "CAExpired"
-	ReasonError          = "Error"
+	// ReasonSecretNotUsable: the Secret was generated for another issuer.
+	ReasonSecretNotUsable = "SecretNotUsable"
+	ReasonNotCA           = "NotCA"
+	ReasonKeyMismatch     = "KeyMismatch"
+	ReasonCANotYetValid   = "CANotYetValid"
+	ReasonCAExpired       = "CAExpired"
+	ReasonError           = "Error"
 )
 
 // GenericIssuer is what Issuer and ClusterIssuer have in common, so backends

@@ -4,6 +4,9 @@
 //	cluster up     start a cluster in the background and return once it is Ready
 //	cluster down   stop it, or clean up after one that crashed
 //	cluster run    run a cluster in the foreground until SIGINT or SIGTERM
+//	cluster check  fail, saying how to stop it, if a cluster of up or run
+//	               holds the machine's one cluster slot (make test runs it
+//	               first)
 //
 // The admin kubeconfig of a running cluster is _output/cluster/kubeconfig;
 // component logs are in _output/cluster/logs, and the background process's
@@ -30,7 +33,7 @@ import (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|run")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|run|check")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -50,6 +53,8 @@ func main() {
 		err = down(paths)
 	case "run":
 		err = runForeground(paths)
+	case "check":
+		err = cluster.CheckFree()
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -172,6 +177,8 @@ func runForeground(l layout) error {
 	c, err := cluster.Start(ctx, cluster.Options{
 		LogDir:         l.logDir(),
 		KubeconfigPath: l.kubeconfig(),
+		// It runs until someone stops it: a test run must not wait for it.
+		Background: true,
 		Logf: func(format string, args ...any) {
 			fmt.Printf("%s "+format+"\n", append([]any{time.Now().Format(time.TimeOnly)}, args...)...)
 		},

@@ -305,7 +305,7 @@ func startPods(ctx context.Context, client kubernetes.Interface, serverNode, cli
 	}
 	// No DNS in this cluster: the client dials the IP and checks the name.
 	clientPod := pod("client", clientNode, "mtls-call", fmt.Sprintf("--addr=%s:%d", ip, port), "--cert-dir=/tls",
-		"--server-name=server."+namespace, "--peer-uri="+spiffeID("server"), "--every=5s")
+		"--server-name=server."+namespace+".svc", "--peer-uri="+spiffeID("server"), "--every=5s")
 	if _, err := client.CoreV1().Pods(namespace).Create(ctx, clientPod, metav1.CreateOptions{}); err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"bytes"
@@ -15,23 +15,24 @@ import (
 	"time"
 )
 
-// process is a certmint binary the harness runs, as a Pod would.
-type process struct {
+// Process is a certmint binary the stack runs, as a Pod would.
+type Process struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan struct{}
 }
 
-func startBinary(name, binary, logPath string, args ...string) (*process, error) {
+// StartBinary runs binary with args, its output in logPath; it dies with
+// the caller, however the caller ends.
+func StartBinary(name, binary, logPath string, args ...string) (*Process, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	p := &process{name: name, logPath: logPath, exited: make(chan struct{})}
+	p := &Process{name: name, logPath: logPath, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	// It dies with the harness, however the harness ends.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		logFile.Close()
@@ -45,9 +46,9 @@ func startBinary(name, binary, logPath string, args ...string) (*process, error)
 	return p, nil
 }
 
-// stop ends the process as a rolling update would: SIGTERM, then SIGKILL
+// Stop ends the process as a rolling update would: SIGTERM, then SIGKILL
 // after a grace period.
-func (p *process) stop() {
+func (p *Process) Stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -57,14 +58,21 @@ func (p *process) stop() {
 	}
 }
 
-// waitHTTP waits until url answers 200, failing early if the process exits.
-func (p *process) waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+// Kill ends the process at once, as a node failure would: it neither
+// finishes its work nor releases what it holds.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// WaitHTTP waits until url answers 200, failing early if the process exits.
+func (p *Process) WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("%s exited; its log ends:\n%s", p.name, p.logTail(30))
+			return fmt.Errorf("%s exited; its log ends:\n%s", p.name, p.LogTail(30))
 		default:
 		}
 		if resp, err := http.Get(url); err == nil {
@@ -75,13 +83,20 @@ func (p *process) waitHTTP(ctx context.Context, url string, timeout time.Duratio
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %s not ready: %w; its log ends:\n%s", p.name, url, ctx.Err(), p.logTail(30))
+			return fmt.Errorf("%s: %s not ready: %w; its log ends:\n%s", p.name, url, ctx.Err(), p.LogTail(30))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-func (p *process) logTail(n int) string {
+// Log returns the process's whole log so far.
+func (p *Process) Log() (string, error) {
+	data, err := os.ReadFile(p.logPath)
+	return string(data), err
+}
+
+// LogTail returns the last n lines of the process's log.
+func (p *Process) LogTail(n int) string {
 	data, _ := os.ReadFile(p.logPath)
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	if len(lines) > n {
@@ -90,19 +105,21 @@ func (p *process) logTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// memory is a process's resident set from /proc: anonymous pages (heap,
+// Memory is a process's resident set from /proc: anonymous pages (heap,
 // stacks) and file pages (the binary's code and read-only data, which the
 // kernel can drop and read again).
-type memory struct{ anon, file int64 }
+type Memory struct{ Anon, File int64 }
 
-func (m memory) total() int64 { return m.anon + m.file }
+// Total is the whole resident set.
+func (m Memory) Total() int64 { return m.Anon + m.File }
 
-func (p *process) rss() (memory, error) {
+// RSS is the process's resident set now.
+func (p *Process) RSS() (Memory, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return memory{}, err
+		return Memory{}, err
 	}
-	var m memory
+	var m Memory
 	for _, line := range strings.Split(string(status), "\n") {
 		key, value, ok := strings.Cut(line, ":")
 		if !ok || key != "RssAnon" && key != "RssFile" {
@@ -110,23 +127,24 @@ func (p *process) rss() (memory, error) {
 		}
 		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
 		if err != nil {
-			return memory{}, fmt.Errorf("parsing /proc/%d/status: %w", p.cmd.Process.Pid, err)
+			return Memory{}, fmt.Errorf("parsing /proc/%d/status: %w", p.cmd.Process.Pid, err)
 		}
 		if key == "RssAnon" {
-			m.anon = kb * 1024
+			m.Anon = kb * 1024
 		} else {
-			m.file = kb * 1024
+			m.File = kb * 1024
 		}
 	}
 	return m, nil
 }
 
-// cpuTime is the CPU time the process has used, from /proc.
-func (p *process) cpuTime() time.Duration {
-	return procCPU(p.cmd.Process.Pid)
+// CPUTime is the CPU time the process has used, from /proc.
+func (p *Process) CPUTime() time.Duration {
+	return ProcCPU(p.cmd.Process.Pid)
 }
 
-func procCPU(pid int) time.Duration {
+// ProcCPU is the CPU time process pid has used, from /proc.
+func ProcCPU(pid int) time.Duration {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
@@ -139,10 +157,10 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
-// pidsMentioning returns the processes named name whose command line
+// PIDsMentioning returns the processes named name whose command line
 // contains s: the control plane's etcd and kube-apiserver name their
 // directory in their flags.
-func pidsMentioning(name, s string) []int {
+func PIDsMentioning(name, s string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -162,15 +180,16 @@ func pidsMentioning(name, s string) []int {
 	return pids
 }
 
-// buildBinary builds a command of the module into dir as the images do,
-// without symbol tables, or with them for perf to read.
-func buildBinary(ctx context.Context, pkg, dir string, symbols bool) (string, error) {
+// BuildBinary builds a command of the module at root into dir as the
+// images do, without symbol tables, or with them for perf to read.
+func BuildBinary(ctx context.Context, root, pkg, dir string, symbols bool) (string, error) {
 	out := filepath.Join(dir, filepath.Base(pkg))
 	args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg}
 	if symbols {
 		args = []string{"build", "-trimpath", "-o", out, pkg}
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if output, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, output)
@@ -178,7 +197,8 @@ func buildBinary(ctx context.Context, pkg, dir string, symbols bool) (string, er
 	return out, nil
 }
 
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback address with a free port.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err

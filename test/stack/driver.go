@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"context"
@@ -16,26 +16,28 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// startTimeout bounds how long a binary may take to become ready.
-const startTimeout = time.Minute
+// StartTimeout bounds how long a binary may take to become ready.
+const StartTimeout = time.Minute
 
-// driverProcess is the driver binary for bench-node and a CSI client on its
-// socket.
-type driverProcess struct {
-	*process
-	node      csispec.NodeClient
+// Driver is the driver binary for one node and a CSI client on its socket,
+// which calls it as the kubelet would.
+type Driver struct {
+	*Process
+	Node      csispec.NodeClient
 	conn      *grpc.ClientConn
-	serverURL string // serves /healthz and /metrics
+	ServerURL string // serves /healthz, /readyz and /metrics
+	// Dir holds its state and volumes.
+	Dir string
 }
 
-// startDriver runs the driver with its state and volumes under dir; a
-// driver started again on the same dir takes over the volumes published
-// before, as after a DaemonSet rollout.
-func startDriver(ctx context.Context, binary, kubeconfig, dir, logPath string, extraArgs ...string) (*driverProcess, error) {
+// StartDriver runs the driver for node with its state and volumes under
+// dir; a driver started again on the same dir takes over the volumes
+// published before, as after a DaemonSet rollout.
+func StartDriver(ctx context.Context, binary, kubeconfig, node, dir, logPath string, extraArgs ...string) (*Driver, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +45,7 @@ func startDriver(ctx context.Context, binary, kubeconfig, dir, logPath string, e
 	args := append([]string{
 		"--endpoint=unix://" + socket,
 		"--kubelet-endpoint=" + socket,
-		"--node-name=" + nodeName,
+		"--node-name=" + node,
 		"--kubeconfig=" + kubeconfig,
 		"--state-dir=" + filepath.Join(dir, "state"),
 		"--data-root=" + filepath.Join(dir, "volumes"),
@@ -52,40 +54,41 @@ func startDriver(ctx context.Context, binary, kubeconfig, dir, logPath string, e
 		"--health-addr=" + addr,
 		"--metrics-addr=" + addr,
 	}, extraArgs...)
-	p, err := startBinary("driver", binary, logPath, args...)
+	p, err := StartBinary("driver", binary, logPath, args...)
 	if err != nil {
 		return nil, err
 	}
-	d := &driverProcess{process: p, serverURL: "http://" + addr}
+	d := &Driver{Process: p, ServerURL: "http://" + addr, Dir: dir}
 	// Healthy means its watches are established.
-	if err := p.waitHTTP(ctx, d.serverURL+"/healthz", startTimeout); err != nil {
-		p.stop()
+	if err := p.WaitHTTP(ctx, d.ServerURL+"/healthz", StartTimeout); err != nil {
+		p.Stop()
 		return nil, err
 	}
 	if d.conn, err = grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-		p.stop()
+		p.Stop()
 		return nil, err
 	}
-	d.node = csispec.NewNodeClient(d.conn)
+	d.Node = csispec.NewNodeClient(d.conn)
 	return d, nil
 }
 
-func (d *driverProcess) stop() {
+// Stop stops the driver and closes the client.
+func (d *Driver) Stop() {
 	if d.conn != nil {
 		d.conn.Close()
 	}
-	d.process.stop()
+	d.Process.Stop()
 }
 
-// metric returns the sum of the driver's samples whose line starts with
+// Metric returns the sum of the driver's samples whose line starts with
 // prefix (a name and, optionally, some labels).
-func (d *driverProcess) metric(prefix string) (float64, error) {
-	return scrapeSum(d.serverURL+"/metrics", prefix)
+func (d *Driver) Metric(prefix string) (float64, error) {
+	return ScrapeSum(d.ServerURL+"/metrics", prefix)
 }
 
-// saveMetrics writes the driver's /metrics to path.
-func (d *driverProcess) saveMetrics(path string) error {
-	resp, err := http.Get(d.serverURL + "/metrics")
+// SaveMetrics writes the driver's /metrics to path.
+func (d *Driver) SaveMetrics(path string) error {
+	resp, err := http.Get(d.ServerURL + "/metrics")
 	if err != nil {
 		return err
 	}
@@ -97,7 +100,9 @@ func (d *driverProcess) saveMetrics(path string) error {
 	return os.WriteFile(path, body, 0o644)
 }
 
-func scrapeSum(url, prefix string) (float64, error) {
+// ScrapeSum returns the sum of the samples at url whose line starts with
+// prefix.
+func ScrapeSum(url, prefix string) (float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
 		return 0, err
