@@ -14,7 +14,10 @@ fi
 
 go vet ./... || fail=1
 
-for mod in . hack/kube hack/tools; do
+# golangci-lint and the log-key check, pinned in hack/tools.
+hack/lint.sh || fail=1
+
+for mod in . hack/kube hack/tools hack/traefik; do
 	[[ -f "$mod/go.mod" ]] || continue
 	if ! (cd "$mod" && go mod tidy -diff >/dev/null); then
 		echo "go.mod or go.sum in $mod is not tidy: run 'go mod tidy' there" >&2

@@ -51,12 +51,17 @@ func main() {
 	}
 	opts.Logger = klog.NewKlogr()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := nodedriver.Run(ctx, opts); err != nil {
+	if err := run(opts); err != nil {
 		fmt.Fprintln(os.Stderr, "csi-driver:", err)
 		klog.Flush()
 		os.Exit(1)
 	}
 	klog.Flush()
+}
+
+// run runs the driver until SIGINT or SIGTERM.
+func run(opts nodedriver.Options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return nodedriver.Run(ctx, opts)
 }

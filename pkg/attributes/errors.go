@@ -2,8 +2,9 @@ package attributes
 
 import (
 	"fmt"
-	"github.com/certmint/certmint/pkg/request"
 	"strings"
+
+	"github.com/certmint/certmint/pkg/request"
 )
 
 // FieldError is a problem with one volume attribute. Its message names the

@@ -1,7 +1,6 @@
 package attributes
 
 import (
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/certmint/certmint/pkg/certspec"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -29,53 +30,26 @@ const (
 )
 
 // Spec is what a volume asks for, fully validated and with templates
-// expanded and defaults applied.
+// expanded and defaults applied: which certificate, and how the volume lays
+// it out.
 type Spec struct {
-	Pod    Pod
-	Issuer request.IssuerRef
+	Pod         Pod
+	Certificate certspec.Spec
+	Volume      Layout
+}
 
-	// Subject is the requested subject when LiteralSubject is empty.
-	Subject pkix.Name
-	// LiteralSubject is the expanded literal-subject attribute, and
-	// RawSubject its DER encoding; the CSR then carries exactly that name.
-	LiteralSubject string
-	RawSubject     []byte
-
-	DNSNames    []string
-	IPAddresses []net.IP
-	URIs        []*url.URL
-
-	Duration time.Duration
-	// RenewBefore is how long before expiry to renew; zero means at two
-	// thirds of the certificate's lifetime.
-	RenewBefore time.Duration
-	IsCA        bool
-	Usages      []certificatesv1.KeyUsage
-
-	Key Key
-
-	Files Files
+// Layout is how a volume holds its certificate: which files, in which
+// encodings, owned by which group.
+type Layout struct {
+	// KeyEncoding is the PEM encoding of the private key file.
+	KeyEncoding keystore.Encoding
+	Files       Files
 	// FSGroup is the group the files belong to; nil leaves the choice to
 	// the pod's fsGroup, if any.
 	FSGroup *int64
 	// PKCS12 and JKS are nil unless the keystore is enabled.
 	PKCS12 *Keystore
 	JKS    *Keystore
-}
-
-// CommonName is the common name the certificate must carry, from either
-// common-name or literal-subject.
-func (s *Spec) CommonName() string {
-	return s.Subject.CommonName
-}
-
-// Key describes the private key.
-type Key struct {
-	Algorithm keystore.Algorithm
-	Size      int
-	Encoding  keystore.Encoding
-	// Reuse keeps the key across renewals instead of making a new one.
-	Reuse bool
 }
 
 // Files names the files written into the volume.
@@ -213,16 +187,17 @@ func (p *parser) parse() *Spec {
 		}
 	}
 	spec := &Spec{}
+	c, v := &spec.Certificate, &spec.Volume
 	p.parsePod(spec)
-	p.parseIssuer(spec)
-	p.parseSubject(spec)
-	p.parseSANs(spec)
-	p.parseKey(spec)
-	p.parseLifetime(spec)
-	p.parseUsages(spec)
-	p.parseFiles(spec)
-	if spec.CommonName() == "" && len(spec.DNSNames) == 0 && len(spec.IPAddresses) == 0 &&
-		len(spec.URIs) == 0 && len(p.errs) == 0 {
+	p.parseIssuer(c)
+	p.parseSubject(c)
+	p.parseSANs(c)
+	p.parseKey(c, v)
+	p.parseLifetime(c)
+	p.parseUsages(c)
+	p.parseFiles(v)
+	if c.CommonName() == "" && len(c.DNSNames) == 0 && len(c.IPAddresses) == 0 &&
+		len(c.URIs) == 0 && len(p.errs) == 0 {
 		p.fail(CommonName, "the certificate names no identity: set common-name, literal-subject, dns-names, ip-sans, uri-sans or spiffe-id")
 	}
 	// Sorted so the error message is stable from one attempt to the next.
@@ -262,7 +237,7 @@ func (p *parser) parsePod(spec *Spec) {
 	spec.Pod = p.pod
 }
 
-func (p *parser) parseIssuer(spec *Spec) {
+func (p *parser) parseIssuer(spec *certspec.Spec) {
 	kind := request.KindIssuer
 	if v, ok := p.get(IssuerKind); ok {
 		k, err := request.ParseIssuerKind(v)
@@ -293,7 +268,7 @@ func (p *parser) parseIssuer(spec *Spec) {
 var subjectFields = []string{CommonName, Organizations, OrganizationalUnits, Countries, Provinces,
 	Localities, StreetAddresses, PostalCodes, SerialNumber}
 
-func (p *parser) parseSubject(spec *Spec) {
+func (p *parser) parseSubject(spec *certspec.Spec) {
 	if literal, ok := p.expanded(LiteralSubject); ok {
 		for _, k := range subjectFields {
 			if _, set := p.attrs[k]; set {
@@ -383,7 +358,7 @@ func nonEmpty(s string) []string {
 	return []string{s}
 }
 
-func (p *parser) parseSANs(spec *Spec) {
+func (p *parser) parseSANs(spec *certspec.Spec) {
 	for _, name := range p.list(DNSNames, true) {
 		check := validation.IsDNS1123Subdomain
 		if strings.HasPrefix(name, "*.") {
@@ -447,7 +422,7 @@ func parseSPIFFEID(s string) (*url.URL, error) {
 	return u, nil
 }
 
-func (p *parser) parseKey(spec *Spec) {
+func (p *parser) parseKey(spec *certspec.Spec, layout *Layout) {
 	k := &spec.Key
 	k.Algorithm = keystore.ECDSA
 	if v, ok := p.get(KeyAlgorithm); ok {
@@ -469,7 +444,7 @@ func (p *parser) parseKey(spec *Spec) {
 			k.Size = n
 		}
 	}
-	k.Encoding = keystore.PKCS8
+	layout.KeyEncoding = keystore.PKCS8
 	if v, ok := p.get(KeyEncoding); ok {
 		enc, err := keystore.ParseEncoding(v)
 		if err != nil {
@@ -477,20 +452,21 @@ func (p *parser) parseKey(spec *Spec) {
 		} else if err := keystore.CheckEncoding(k.Algorithm, enc); err != nil {
 			p.fail(KeyEncoding, "%v", err)
 		} else {
-			k.Encoding = enc
+			layout.KeyEncoding = enc
 		}
 	}
 	k.Reuse = p.boolean(ReusePrivateKey)
 }
 
-func (p *parser) parseLifetime(spec *Spec) {
+func (p *parser) parseLifetime(spec *certspec.Spec) {
 	spec.Duration = DefaultDuration
 	if d, ok := p.duration(Duration); ok {
-		if d < MinDuration {
+		switch {
+		case d < MinDuration:
 			p.fail(Duration, "%s is too short; the minimum is %s", d, MinDuration)
-		} else if d.Seconds() > math.MaxInt32 {
+		case d.Seconds() > math.MaxInt32:
 			p.fail(Duration, "%s is too long", d)
-		} else {
+		default:
 			spec.Duration = d
 		}
 	}
@@ -516,7 +492,7 @@ var knownUsages = []certificatesv1.KeyUsage{
 	certificatesv1.UsageMicrosoftSGC, certificatesv1.UsageNetscapeSGC,
 }
 
-func (p *parser) parseUsages(spec *Spec) {
+func (p *parser) parseUsages(spec *certspec.Spec) {
 	if _, set := p.attrs[KeyUsages]; !set {
 		spec.Usages = DefaultUsages(spec.Key.Algorithm, spec.IsCA)
 		return
@@ -549,7 +525,7 @@ func DefaultUsages(alg keystore.Algorithm, isCA bool) []certificatesv1.KeyUsage 
 	return append(usages, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth)
 }
 
-func (p *parser) parseFiles(spec *Spec) {
+func (p *parser) parseFiles(spec *Layout) {
 	used := map[string]string{}
 	file := func(key, def string) string {
 		name, ok := p.get(key)

@@ -14,6 +14,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 
+	"github.com/certmint/certmint/pkg/certspec"
 	"github.com/certmint/certmint/pkg/keystore"
 	"github.com/certmint/certmint/pkg/request"
 )
@@ -63,29 +64,30 @@ func TestParseAcceptsValidAttributes(t *testing.T) {
 	}{
 		{"defaults give an ECDSA P-256 TLS certificate for a day from the pod's namespaced Issuer", base(), func(t *testing.T, s *Spec) {
 			want := request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "ca"}
-			eq(t, s.Issuer, want)
-			eq(t, s.Key, Key{Algorithm: keystore.ECDSA, Size: 256, Encoding: keystore.PKCS8})
-			eq(t, s.Duration, 24*time.Hour)
-			eq(t, s.RenewBefore, time.Duration(0))
-			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "server auth", "client auth"})
-			eq(t, s.Files, Files{Certificate: "tls.crt", PrivateKey: "tls.key", CA: "ca.crt"})
+			eq(t, s.Certificate.Issuer, want)
+			eq(t, s.Certificate.Key, certspec.Key{Algorithm: keystore.ECDSA, Size: 256})
+			eq(t, s.Volume.KeyEncoding, keystore.PKCS8)
+			eq(t, s.Certificate.Duration, 24*time.Hour)
+			eq(t, s.Certificate.RenewBefore, time.Duration(0))
+			eq(t, s.Certificate.Usages, []certificatesv1.KeyUsage{"digital signature", "server auth", "client auth"})
+			eq(t, s.Volume.Files, Files{Certificate: "tls.crt", PrivateKey: "tls.key", CA: "ca.crt"})
 			eq(t, s.Pod, Pod{Name: "web-0", Namespace: "shop", UID: "0b6c4a1e-8f1e-4c59-a7d0-6d1f8f3c0d11", ServiceAccountName: "web"})
-			if s.FSGroup != nil || s.PKCS12 != nil || s.JKS != nil || s.IsCA {
+			if s.Volume.FSGroup != nil || s.Volume.PKCS12 != nil || s.Volume.JKS != nil || s.Certificate.IsCA {
 				t.Errorf("optional features on by default: %+v", s)
 			}
 		}},
 		{"issuer-kind ClusterIssuer names a cluster-scoped issuer", with(IssuerKind, "ClusterIssuer"), func(t *testing.T, s *Spec) {
-			eq(t, s.Issuer, request.IssuerRef{Kind: request.KindClusterIssuer, Name: "ca"})
-			eq(t, s.Issuer.SignerName(), "clusterissuers.certmint.io/ca")
+			eq(t, s.Certificate.Issuer, request.IssuerRef{Kind: request.KindClusterIssuer, Name: "ca"})
+			eq(t, s.Certificate.Issuer.SignerName(), "clusterissuers.certmint.io/ca")
 		}},
 		{"issuer-kind Issuer is the default spelled out", with(IssuerKind, "Issuer"), func(t *testing.T, s *Spec) {
-			eq(t, s.Issuer.SignerName(), "issuers.certmint.io/shop.ca")
+			eq(t, s.Certificate.Issuer.SignerName(), "issuers.certmint.io/shop.ca")
 		}},
 		{"subject fields fill the subject", with(
 			Organizations, "Example Corp, Other", OrganizationalUnits, "${POD_NAMESPACE}", Countries, "DE,FR",
 			Provinces, "Berlin", Localities, "Berlin", StreetAddresses, "Main St 1", PostalCodes, "10115",
 			SerialNumber, "${POD_UID}"), func(t *testing.T, s *Spec) {
-			eq(t, s.Subject, pkix.Name{CommonName: "web", Organization: []string{"Example Corp", "Other"},
+			eq(t, s.Certificate.Subject, pkix.Name{CommonName: "web", Organization: []string{"Example Corp", "Other"},
 				OrganizationalUnit: []string{"shop"}, Country: []string{"DE", "FR"}, Province: []string{"Berlin"},
 				Locality: []string{"Berlin"}, StreetAddress: []string{"Main St 1"}, PostalCode: []string{"10115"},
 				SerialNumber: "0b6c4a1e-8f1e-4c59-a7d0-6d1f8f3c0d11"})
@@ -93,45 +95,48 @@ func TestParseAcceptsValidAttributes(t *testing.T) {
 		{"literal-subject is kept verbatim and gives the common name", with(CommonName, unset, LiteralSubject, `CN=${POD_NAME},O=Example\, Inc.,C=DE`), checkLiteralSubject},
 		{"SANs are parsed and templated", with(DNSNames, "${POD_NAME}.${POD_NAMESPACE}.svc, *.example.com", IPSANs, "10.0.0.1,::1",
 			URISANs, "https://example.com/${SERVICE_ACCOUNT_NAME}", SPIFFEID, "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}"), func(t *testing.T, s *Spec) {
-			eq(t, s.DNSNames, []string{"web-0.shop.svc", "*.example.com"})
-			eq(t, s.IPAddresses, []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("::1")})
-			if len(s.URIs) != 2 || s.URIs[0].String() != "https://example.com/web" || s.URIs[1].String() != "spiffe://cluster.local/ns/shop/sa/web" {
-				t.Errorf("URIs = %v", s.URIs)
+			eq(t, s.Certificate.DNSNames, []string{"web-0.shop.svc", "*.example.com"})
+			eq(t, s.Certificate.IPAddresses, []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("::1")})
+			if len(s.Certificate.URIs) != 2 || s.Certificate.URIs[0].String() != "https://example.com/web" || s.Certificate.URIs[1].String() != "spiffe://cluster.local/ns/shop/sa/web" {
+				t.Errorf("URIs = %v", s.Certificate.URIs)
 			}
 		}},
 		{"a SPIFFE ID alone is an identity", with(CommonName, unset, SPIFFEID, "spiffe://td/x"), func(t *testing.T, s *Spec) {
-			eq(t, len(s.URIs), 1)
+			eq(t, len(s.Certificate.URIs), 1)
 		}},
 		{"duration and renew-before are parsed", with(Duration, "1h", RenewBefore, "20m"), func(t *testing.T, s *Spec) {
-			eq(t, s.Duration, time.Hour)
-			eq(t, s.RenewBefore, 20*time.Minute)
+			eq(t, s.Certificate.Duration, time.Hour)
+			eq(t, s.Certificate.RenewBefore, 20*time.Minute)
 		}},
 		{"an RSA key gets key encipherment by default", with(KeyAlgorithm, "RSA"), func(t *testing.T, s *Spec) {
-			eq(t, s.Key, Key{Algorithm: keystore.RSA, Size: 2048, Encoding: keystore.PKCS8})
-			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "key encipherment", "server auth", "client auth"})
+			eq(t, s.Certificate.Key, certspec.Key{Algorithm: keystore.RSA, Size: 2048})
+			eq(t, s.Volume.KeyEncoding, keystore.PKCS8)
+			eq(t, s.Certificate.Usages, []certificatesv1.KeyUsage{"digital signature", "key encipherment", "server auth", "client auth"})
 		}},
 		{"RSA keys may use PKCS1 and any size from 2048 to 8192", with(KeyAlgorithm, "RSA", KeySize, "4096", KeyEncoding, "PKCS1"), func(t *testing.T, s *Spec) {
-			eq(t, s.Key, Key{Algorithm: keystore.RSA, Size: 4096, Encoding: keystore.PKCS1})
+			eq(t, s.Certificate.Key, certspec.Key{Algorithm: keystore.RSA, Size: 4096})
+			eq(t, s.Volume.KeyEncoding, keystore.PKCS1)
 		}},
 		{"ECDSA P-384 is chosen by key-size", with(KeySize, "384"), func(t *testing.T, s *Spec) {
-			eq(t, s.Key.Size, 384)
+			eq(t, s.Certificate.Key.Size, 384)
 		}},
 		{"Ed25519 has no size", with(KeyAlgorithm, "Ed25519", ReusePrivateKey, "true"), func(t *testing.T, s *Spec) {
-			eq(t, s.Key, Key{Algorithm: keystore.Ed25519, Encoding: keystore.PKCS8, Reuse: true})
+			eq(t, s.Certificate.Key, certspec.Key{Algorithm: keystore.Ed25519, Reuse: true})
+			eq(t, s.Volume.KeyEncoding, keystore.PKCS8)
 		}},
 		{"a CA certificate gets cert sign by default", with(IsCA, "true"), func(t *testing.T, s *Spec) {
-			eq(t, s.IsCA, true)
-			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "cert sign", "server auth", "client auth"})
+			eq(t, s.Certificate.IsCA, true)
+			eq(t, s.Certificate.Usages, []certificatesv1.KeyUsage{"digital signature", "cert sign", "server auth", "client auth"})
 		}},
 		{"key-usages replace the defaults", with(KeyUsages, "digital signature, Client Auth"), func(t *testing.T, s *Spec) {
-			eq(t, s.Usages, []certificatesv1.KeyUsage{"digital signature", "client auth"})
+			eq(t, s.Certificate.Usages, []certificatesv1.KeyUsage{"digital signature", "client auth"})
 		}},
 		{"file names, fs-group and keystores are set", with(CertificateFile, "cert.pem", PrivateKeyFile, "key.pem", CAFile, "root.pem",
 			FSGroup, "2000", PKCS12Enable, "true", PKCS12Password, "changeit", JKSEnable, "true", JKSFilename, "app.jks", JKSPassword, "secret1"), func(t *testing.T, s *Spec) {
-			eq(t, s.Files, Files{Certificate: "cert.pem", PrivateKey: "key.pem", CA: "root.pem"})
-			eq(t, s.FSGroup, &gid)
-			eq(t, s.PKCS12, &Keystore{Filename: "keystore.p12", Password: "changeit"})
-			eq(t, s.JKS, &Keystore{Filename: "app.jks", Password: "secret1"})
+			eq(t, s.Volume.Files, Files{Certificate: "cert.pem", PrivateKey: "key.pem", CA: "root.pem"})
+			eq(t, s.Volume.FSGroup, &gid)
+			eq(t, s.Volume.PKCS12, &Keystore{Filename: "keystore.p12", Password: "changeit"})
+			eq(t, s.Volume.JKS, &Keystore{Filename: "app.jks", Password: "secret1"})
 		}},
 		{"keys the kubelet adds are accepted, even ones it may add later", with("csi.storage.k8s.io/future", "y"), nil},
 		{"a subject at X.509's bounds is accepted", with(Organizations, strings.Repeat("o", 64), Localities, strings.Repeat("l", 128), PostalCodes, strings.Repeat("1", 40)), nil},
@@ -150,10 +155,10 @@ func TestParseAcceptsValidAttributes(t *testing.T) {
 }
 
 func checkLiteralSubject(t *testing.T, s *Spec) {
-	eq(t, s.LiteralSubject, `CN=web-0,O=Example\, Inc.,C=DE`)
-	eq(t, s.CommonName(), "web-0")
+	eq(t, s.Certificate.LiteralSubject, `CN=web-0,O=Example\, Inc.,C=DE`)
+	eq(t, s.Certificate.CommonName(), "web-0")
 	var seq pkix.RDNSequence
-	if _, err := asn1.Unmarshal(s.RawSubject, &seq); err != nil {
+	if _, err := asn1.Unmarshal(s.Certificate.RawSubject, &seq); err != nil {
 		t.Fatal(err)
 	}
 	// DER order is the reverse of the RFC 4514 string order.

@@ -6,9 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/certmint/certmint/pkg/request"
 	"strconv"
 	"strings"
+
+	"github.com/certmint/certmint/pkg/request"
 )
 
 // attributeTypes are the RFC 4514 short names accepted in a literal subject;

@@ -2,8 +2,9 @@ package attributes
 
 import (
 	"fmt"
-	"github.com/certmint/certmint/pkg/request"
 	"strings"
+
+	"github.com/certmint/certmint/pkg/request"
 )
 
 // Template variables users can put in identity attributes; each stands for a

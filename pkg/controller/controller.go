@@ -158,8 +158,6 @@ func Run(ctx context.Context, opts Options) error {
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
-				// Only TLS Secrets can hold a CA; never cache the rest.
-				&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
 				// Every pod is cached, so keep only what policy reads.
 				&corev1.Pod{}: {Transform: slimPod},
 				// Node binding checks that the requesting driver pod is the
@@ -186,39 +184,15 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	loader := ca.NewLoader(mgr.GetClient())
-	caBackend, err := ca.New(ca.Options{Loader: loader, ClusterResourceNamespace: opts.ClusterResourceNamespace})
+	registry, challenges, err := newRegistry(mgr, opts)
 	if err != nil {
 		return err
 	}
-	selfSignedBackend, err := selfsigned.New(selfsigned.Options{Client: mgr.GetClient(), Loader: loader, Namespace: opts.ClusterResourceNamespace})
-	if err != nil {
-		return err
-	}
-	challenges, err := acmesolver.NewChallenges(mgr.GetClient(), mgr.GetCache(), opts.ClusterResourceNamespace)
-	if err != nil {
-		return err
-	}
-	acmeBackend, err := acme.New(acme.Options{
-		Client: mgr.GetClient(),
-		// Account keys are not TLS Secrets, which are all the cache holds.
-		Secrets:                  mgr.GetAPIReader(),
-		Solver:                   challenges,
-		ClusterResourceNamespace: opts.ClusterResourceNamespace,
-		UserAgent:                userAgent,
-	})
-	if err != nil {
-		return err
-	}
-	backends := issuer.Backends{SelfSigned: selfSignedBackend, CA: caBackend, ACME: acmeBackend}
 	if err := addACMESolver(mgr, opts, challenges); err != nil {
 		return err
 	}
 
-	if err := issuercontroller.SetupWithManager(ctx, mgr, issuercontroller.Options{
-		Backends:                 backends,
-		ClusterResourceNamespace: opts.ClusterResourceNamespace,
-	}); err != nil {
+	if err := issuercontroller.SetupWithManager(ctx, mgr, issuercontroller.Options{Registry: registry}); err != nil {
 		return err
 	}
 	if err := csrcontroller.SetupWithManager(ctx, mgr, csrcontroller.Options{
@@ -227,7 +201,7 @@ func Run(ctx context.Context, opts Options) error {
 		DriverDaemonSet:      opts.DriverDaemonSet,
 		ClusterDomain:        opts.ClusterDomain,
 		TrustDomain:          opts.TrustDomain,
-		Backends:             backends,
+		Registry:             registry,
 		CleanupGrace:         opts.CleanupGrace,
 		PendingMaxAge:        opts.PendingMaxAge,
 		Workers:              opts.Workers,
@@ -249,6 +223,39 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// newRegistry makes every kind of backend the controller has. They read
+// Secrets through one issuer.Secrets: the manager's cache keeps only the
+// metadata of Secrets, and a backend reads one from the API server when it
+// changed.
+func newRegistry(mgr manager.Manager, opts Options) (*issuer.Registry, *acmesolver.Challenges, error) {
+	secrets := issuer.NewSecrets(mgr.GetClient(), mgr.GetAPIReader())
+	loader := ca.NewLoader(secrets)
+	caBackend, err := ca.New(ca.Options{Loader: loader, ClusterResourceNamespace: opts.ClusterResourceNamespace})
+	if err != nil {
+		return nil, nil, err
+	}
+	selfSignedBackend, err := selfsigned.New(selfsigned.Options{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Loader: loader, Namespace: opts.ClusterResourceNamespace})
+	if err != nil {
+		return nil, nil, err
+	}
+	challenges, err := acmesolver.NewChallenges(mgr.GetClient(), mgr.GetCache(), opts.ClusterResourceNamespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	acmeBackend, err := acme.New(acme.Options{
+		Client:                   mgr.GetClient(),
+		Secrets:                  secrets,
+		Solver:                   challenges,
+		ClusterResourceNamespace: opts.ClusterResourceNamespace,
+		UserAgent:                userAgent,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	registry, err := issuer.NewRegistry(selfSignedBackend.Kind(), caBackend.Kind(), acmeBackend.Kind())
+	return registry, challenges, err
 }
 
 // addACMESolver serves HTTP-01 challenges on every replica and, on the

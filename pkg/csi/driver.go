@@ -18,6 +18,7 @@ import (
 	"github.com/certmint/certmint/pkg/manager"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
+	"github.com/certmint/certmint/pkg/trust"
 )
 
 // Publisher does the work behind NodePublishVolume and NodeUnpublishVolume.
@@ -72,6 +73,7 @@ func NewDriver(opts Options) (*Driver, error) {
 	return &Driver{nodeID: opts.NodeID, publisher: opts.Publisher, version: opts.Version, ready: opts.Ready}, nil
 }
 
+// GetPluginInfo names the driver and its version.
 func (d *Driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
 	return &csi.GetPluginInfoResponse{Name: request.DriverName, VendorVersion: d.version}, nil
 }
@@ -82,10 +84,12 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 	return &csi.GetPluginCapabilitiesResponse{}, nil
 }
 
+// Probe reports whether the driver can serve volumes now.
 func (d *Driver) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(d.ready())}, nil
 }
 
+// NodeGetInfo names the node; there is no limit of volumes.
 func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
 	return &csi.NodeGetInfoResponse{NodeId: d.nodeID}, nil
 }
@@ -99,6 +103,8 @@ func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 	}}}, nil
 }
 
+// NodePublishVolume checks the request, then has the publisher issue the
+// volume's certificate and mount its files at the target path.
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	mountGroup, err := validatePublish(req)
 	if err != nil {
@@ -150,6 +156,8 @@ func validatePublish(req *csi.NodePublishVolumeRequest) (*int64, error) {
 	return &gid, nil
 }
 
+// NodeUnpublishVolume has the publisher unmount and remove the volume;
+// a volume already gone is no error.
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	switch {
 	case req.GetVolumeId() == "":
@@ -178,7 +186,7 @@ func toStatus(err error) error {
 		code = codes.Aborted
 	case errors.Is(err, manager.ErrDenied):
 		code = codes.PermissionDenied
-	case errors.Is(err, manager.ErrNoTrustBundle):
+	case errors.Is(err, trust.ErrNoTrustBundle):
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded

@@ -22,6 +22,7 @@ import (
 	"github.com/certmint/certmint/pkg/manager"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
+	"github.com/certmint/certmint/pkg/trust"
 )
 
 // harness is the real driver (gRPC server, manager, storage, CSR client)
@@ -42,7 +43,7 @@ type signerTrust struct{ ca *x509.Certificate }
 
 func (s signerTrust) CABundle(_ context.Context, issuer request.IssuerRef) ([]*x509.Certificate, error) {
 	if issuer != (request.IssuerRef{Kind: request.KindIssuer, Namespace: "shop", Name: "ca"}) {
-		return nil, fmt.Errorf("%w for %s: the issuer does not exist", manager.ErrNoTrustBundle, issuer)
+		return nil, fmt.Errorf("%w for %s: the issuer does not exist", trust.ErrNoTrustBundle, issuer)
 	}
 	return []*x509.Certificate{s.ca}, nil
 }

@@ -1,7 +1,12 @@
-// Package issuer is the seam between the controller and the signing
-// backends. A Backend checks whether an issuer can sign and signs approved
-// requests; its errors say whether to wait, retry, or give up, and Classify
-// is the one place that reads them.
+// Package issuer is the seam between the request controllers and the
+// signing backends. A Backend checks whether an issuer can sign and signs
+// approved requests; its errors say whether to wait, retry, or give up, and
+// Classify is the one place that reads them. A Registry knows every kind of
+// backend, and Registry.Issue is the one signing path every kind of request
+// takes.
+//
+// It knows no request source: a request arrives here as a Request, already
+// approved by the policy.
 package issuer
 
 import (
@@ -11,25 +16,11 @@ import (
 	"fmt"
 	"time"
 
-	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/request"
 )
-
-// Request is an approved request, already checked against the issuer's
-// policy; backends sign what it says.
-type Request struct {
-	// CSR is the parsed request; its signature has been checked.
-	CSR *x509.CertificateRequest
-	// Duration is the lifetime asked for. Backends may shorten it (never
-	// beyond their CA's own expiry) but never lengthen it.
-	Duration time.Duration
-	Usages   []certificatesv1.KeyUsage
-	// IsCA issues a CA certificate that may sign leaves only.
-	IsCA bool
-}
 
 // Status is an issuer's readiness as a backend sees it.
 type Status struct {
@@ -58,10 +49,11 @@ type Backend interface {
 	// unreachable) and should be retried; a problem the user must fix is a
 	// Status with Ready false.
 	Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (Status, error)
-	// Sign issues a certificate and returns the PEM chain: the leaf first,
-	// then the intermediates, without the root. Errors are *PendingError,
-	// *PermanentError or *NotReadyError; any other error is retried.
-	Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req Request) ([]byte, error)
+	// Sign issues a certificate for req and returns the PEM chain: the
+	// leaf first, then the intermediates, without the root. Errors are
+	// *PendingError, *PermanentError or *NotReadyError; any other error is
+	// retried.
+	Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req *Request) ([]byte, error)
 }
 
 // Labels on a Secret the controller generates for an issuer (a selfSigned
@@ -98,26 +90,6 @@ func RefFor(iss v1alpha1.GenericIssuer) request.IssuerRef {
 		return request.IssuerRef{Kind: request.KindClusterIssuer, Name: iss.GetName()}
 	}
 	return request.IssuerRef{Kind: request.KindIssuer, Namespace: iss.GetNamespace(), Name: iss.GetName()}
-}
-
-// Backends holds one Backend per kind of issuer spec.
-type Backends struct {
-	SelfSigned Backend
-	CA         Backend
-	ACME       Backend
-}
-
-// For returns the backend an issuer spec selects.
-func (b Backends) For(spec *v1alpha1.IssuerSpec) (Backend, error) {
-	switch {
-	case spec.SelfSigned != nil && b.SelfSigned != nil:
-		return b.SelfSigned, nil
-	case spec.CA != nil && b.CA != nil:
-		return b.CA, nil
-	case spec.ACME != nil && b.ACME != nil:
-		return b.ACME, nil
-	}
-	return nil, errors.New("the spec sets no backend this controller supports")
 }
 
 // PendingError means the backend is working on the request and the same call
@@ -164,6 +136,9 @@ const (
 	Fail
 	// WaitForIssuer until the issuer is Ready again.
 	WaitForIssuer
+	// Issued is Registry.Issue's outcome for a request that got its
+	// certificate; Classify never returns it.
+	Issued
 )
 
 // defaultPendingDelay is used when a backend reports pending without a delay.

@@ -21,6 +21,7 @@ import (
 // Algorithm is a private key algorithm.
 type Algorithm string
 
+// The key algorithms the driver generates.
 const (
 	ECDSA   Algorithm = "ECDSA"
 	RSA     Algorithm = "RSA"
@@ -174,28 +175,4 @@ func EncodePrivateKey(key crypto.Signer, enc Encoding) ([]byte, error) {
 		return pem.EncodeToMemory(&pem.Block{Type: pemTypePKCS8, Bytes: der}), nil
 	}
 	return nil, fmt.Errorf("unknown key encoding %q", enc)
-}
-
-// DecodePrivateKey parses the first PEM block of data as a private key in
-// either encoding.
-func DecodePrivateKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, errors.New("no PEM block found")
-	}
-	switch block.Type {
-	case pemTypePKCS1:
-		return x509.ParsePKCS1PrivateKey(block.Bytes)
-	case pemTypePKCS8:
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		signer, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("unsupported private key type %T", k)
-		}
-		return signer, nil
-	}
-	return nil, fmt.Errorf("unexpected PEM block type %q", block.Type)
 }

@@ -17,6 +17,8 @@ import (
 
 	jks "github.com/pavlo-v-chernykh/keystore-go/v4"
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/certmint/certmint/pkg/pki"
 )
 
 func TestGenerateMakesTheRequestedKey(t *testing.T) {
@@ -96,7 +98,7 @@ func TestEncodePrivateKeyRoundTrips(t *testing.T) {
 			if block == nil || block.Type != c.pemType {
 				t.Fatalf("PEM block = %v, want type %q", block, c.pemType)
 			}
-			back, err := DecodePrivateKey(data)
+			back, err := pki.ParsePrivateKey(data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,14 +116,6 @@ func TestEncodePrivateKeyRefusesPKCS1ForNonRSAKeys(t *testing.T) {
 	}
 	if err := CheckEncoding(Ed25519, PKCS1); err == nil {
 		t.Fatal("CheckEncoding accepted PKCS1 for Ed25519")
-	}
-}
-
-func TestDecodePrivateKeyRejectsGarbage(t *testing.T) {
-	for _, data := range []string{"", "not pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"} {
-		if _, err := DecodePrivateKey([]byte(data)); err == nil {
-			t.Errorf("DecodePrivateKey(%q) succeeded", data)
-		}
 	}
 }
 

@@ -1,7 +1,9 @@
-// Package logkeys names the keys of structured log entries, so the same
-// thing is logged under the same key everywhere and logs can be queried.
+// Package logkeys names the keys of structured log entries of both
+// binaries, so the same thing is logged under the same key everywhere and
+// logs can be queried. make verify refuses a key that is not one of these.
 package logkeys
 
+// The keys; each names one thing, logged under it in both binaries.
 const (
 	VolumeID     = "volumeID"
 	TargetPath   = "targetPath"
@@ -20,4 +22,19 @@ const (
 	Endpoint     = "endpoint"
 	SignerName   = "signerName"
 	Node         = "node"
+	Reason       = "reason"
+	Message      = "message"
+	Secret       = "secret"
+	Ready        = "ready"
+	// CAFingerprint, RetiringCAs and ReissueBefore are of an issuer's
+	// trust: its signing CA, the CAs it retires, and when it asks drivers
+	// to re-issue.
+	CAFingerprint = "caFingerprint"
+	RetiringCAs   = "retiringCAs"
+	ReissueBefore = "reissueBefore"
+	// KeptCACertificates counts the CA certificates a volume's CA file
+	// keeps from before a trust bundle change.
+	KeptCACertificates = "keptCACertificates"
+	ACMEOrder          = "acmeOrder"
+	DNSName            = "dnsName"
 )

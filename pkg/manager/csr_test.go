@@ -3,6 +3,7 @@ package manager
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"testing"
 
@@ -32,8 +33,8 @@ func TestBuildCSRCarriesTheSpecAndNamesThePod(t *testing.T) {
 		obj.Annotations[request.AnnotationPodNamespace] != "shop" || obj.Annotations[request.AnnotationVolumeID] != "csi-1" {
 		t.Errorf("metadata = %+v", obj.ObjectMeta)
 	}
-	if len(obj.Spec.Usages) != len(spec.Usages) {
-		t.Errorf("usages = %v, want %v", obj.Spec.Usages, spec.Usages)
+	if len(obj.Spec.Usages) != len(spec.Certificate.Usages) {
+		t.Errorf("usages = %v, want %v", obj.Spec.Usages, spec.Certificate.Usages)
 	}
 	block, _ := pem.Decode(obj.Spec.Request)
 	if block == nil {
@@ -51,7 +52,7 @@ func TestBuildCSRCarriesTheSpecAndNamesThePod(t *testing.T) {
 	}
 	var isCA bool
 	for _, ext := range req.Extensions {
-		if ext.Id.Equal(oidBasicConstraints) && ext.Critical {
+		if ext.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 19}) && ext.Critical {
 			isCA = true
 		}
 	}

@@ -8,11 +8,7 @@ package manager
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -30,12 +26,15 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certmint/certmint/pkg/attributes"
+	"github.com/certmint/certmint/pkg/certspec"
 	"github.com/certmint/certmint/pkg/csr"
 	"github.com/certmint/certmint/pkg/keystore"
 	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
+	"github.com/certmint/certmint/pkg/trust"
 )
 
 // Errors callers classify with errors.Is. Invalid attributes come as an
@@ -52,15 +51,37 @@ type Storage interface {
 	PrepareVolume(volumeID string) error
 	WriteFiles(volumeID string, files map[string]storage.File, gid *int64) error
 	ReadFile(volumeID, name string) ([]byte, error)
-	Publish(volumeID, target string) error
-	IsPublished(target string) (bool, error)
-	Unpublish(target string) error
+	Mount(volumeID, target string) error
+	IsMounted(target string) (bool, error)
+	Unmount(target string) error
 	RemoveVolume(volumeID string) error
 	SaveState(st *storage.State) error
 	LoadState(volumeID string) (*storage.State, error)
 	ListVolumes() ([]string, error)
 	ListVolumeDirs() ([]string, error)
 }
+
+// TrustSource gives the CA certificates written to a volume's CA file: the
+// ones relying parties trust for certificates of the issuer.
+type TrustSource interface {
+	// CABundle returns the issuer's trust bundle, never empty. A miss (an
+	// unknown issuer, or one without a bundle) is an error wrapping
+	// trust.ErrNoTrustBundle that names the issuer.
+	CABundle(ctx context.Context, issuer request.IssuerRef) ([]*x509.Certificate, error)
+}
+
+// ReissueSource says which certificates issuers want replaced early.
+type ReissueSource interface {
+	// ReissueBefore is the issuer's status.reissueBefore: certificates
+	// whose request was created before it are to be re-issued. Zero if the
+	// issuer asks for none, or is unknown.
+	ReissueBefore(issuer request.IssuerRef) time.Time
+}
+
+var (
+	_ TrustSource   = (*trust.IssuerTrust)(nil)
+	_ ReissueSource = (*trust.IssuerTrust)(nil)
+)
 
 // Renewals keeps published volumes' certificates renewed.
 type Renewals interface {
@@ -205,8 +226,8 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 	defer unlock()
 
 	log := m.log.WithValues(logkeys.VolumeID, req.VolumeID, logkeys.PodNamespace, spec.Pod.Namespace,
-		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
-	if published, err := m.store.IsPublished(req.TargetPath); err != nil {
+		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Certificate.Issuer.String())
+	if published, err := m.store.IsMounted(req.TargetPath); err != nil {
 		return fmt.Errorf("checking target path: %w", err)
 	} else if published {
 		log.V(1).Info("Volume already published")
@@ -215,7 +236,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 
 	// Indexed before the trust bundle is read, so that a change of the
 	// bundle while the request waits reaches this volume too.
-	m.track(req.VolumeID, spec.Issuer)
+	m.track(req.VolumeID, spec.Certificate.Issuer)
 	if err := m.store.PrepareVolume(req.VolumeID); err != nil {
 		m.untrack(req.VolumeID)
 		return err
@@ -226,13 +247,13 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 		// NodeUnpublishVolume.
 		if err != nil {
 			m.untrack(req.VolumeID)
-			if cerr := errors.Join(m.store.Unpublish(req.TargetPath), m.store.RemoveVolume(req.VolumeID)); cerr != nil {
+			if cerr := errors.Join(m.store.Unmount(req.TargetPath), m.store.RemoveVolume(req.VolumeID)); cerr != nil {
 				log.Error(cerr, "Cleaning up after a failed publish")
 			}
 		}
 	}()
 
-	gid := spec.FSGroup
+	gid := spec.Volume.FSGroup
 	if gid == nil {
 		gid = req.MountGroup
 	}
@@ -247,7 +268,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 		Attributes:     attributes.Stored(req.Attributes),
 		NotBefore:      cert.NotBefore,
 		NotAfter:       cert.NotAfter,
-		RenewAt:        renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore),
+		RenewAt:        renewal.Due(cert.NotBefore, cert.NotAfter, spec.Certificate.RenewBefore),
 		RequestCreated: out.requestCreated,
 	}
 	if req.MountGroup != nil {
@@ -256,7 +277,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 	if err := m.store.SaveState(st); err != nil {
 		return err
 	}
-	if err := m.store.Publish(req.VolumeID, req.TargetPath); err != nil {
+	if err := m.store.Mount(req.VolumeID, req.TargetPath); err != nil {
 		return err
 	}
 	if m.renewals != nil {
@@ -281,7 +302,7 @@ func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certifica
 	defer unlock()
 	st, err := m.store.LoadState(volumeID)
 	if errors.Is(err, os.ErrNotExist) {
-		return renewal.Certificate{}, fmt.Errorf("%w: %v", renewal.ErrVolumeGone, err)
+		return renewal.Certificate{}, fmt.Errorf("%w: %w", renewal.ErrVolumeGone, err)
 	} else if err != nil {
 		return renewal.Certificate{}, fmt.Errorf("loading volume state: %w", err)
 	}
@@ -290,7 +311,7 @@ func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certifica
 		return renewal.Certificate{}, fmt.Errorf("parsing stored attributes: %w", err)
 	}
 	log := m.log.WithValues(logkeys.VolumeID, volumeID, logkeys.PodNamespace, spec.Pod.Namespace,
-		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Certificate.Issuer.String())
 	gid, err := groupOf(spec, st)
 	if err != nil {
 		return renewal.Certificate{}, err
@@ -308,7 +329,7 @@ func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certifica
 	}
 	cert := out.leaf
 	st.NotBefore, st.NotAfter, st.RequestCreated = cert.NotBefore, cert.NotAfter, out.requestCreated
-	st.RenewAt = renewal.Due(cert.NotBefore, cert.NotAfter, spec.RenewBefore)
+	st.RenewAt = renewal.Due(cert.NotBefore, cert.NotAfter, spec.Certificate.RenewBefore)
 	// The new files are in place already; a state that failed to save only
 	// holds the old times, which the scheduler does not read.
 	if err := m.store.SaveState(st); err != nil {
@@ -339,8 +360,8 @@ func (m *Manager) eventOn(p attributes.Pod, eventType, reason, format string, ar
 // groupOf is the group the volume's files belong to: the fs-group
 // attribute, else the pod's fsGroup as the kubelet passed it, if any.
 func groupOf(spec *attributes.Spec, st *storage.State) (*int64, error) {
-	if spec.FSGroup != nil || st.MountGroup == "" {
-		return spec.FSGroup, nil
+	if spec.Volume.FSGroup != nil || st.MountGroup == "" {
+		return spec.Volume.FSGroup, nil
 	}
 	g, err := strconv.ParseInt(st.MountGroup, 10, 64)
 	if err != nil {
@@ -352,8 +373,8 @@ func groupOf(spec *attributes.Spec, st *storage.State) (*int64, error) {
 // renewalOf is what the scheduler needs of the volume's current
 // certificate.
 func (m *Manager) renewalOf(st *storage.State, spec *attributes.Spec) renewal.Certificate {
-	return renewal.Certificate{NotBefore: st.NotBefore, NotAfter: st.NotAfter, RenewBefore: spec.RenewBefore,
-		Reissue: m.outdated(st, spec.Issuer)}
+	return renewal.Certificate{NotBefore: st.NotBefore, NotAfter: st.NotAfter, RenewBefore: spec.Certificate.RenewBefore,
+		Reissue: m.outdated(st, spec.Certificate.Issuer)}
 }
 
 // outdated reports whether the volume's issuer asked for its certificate
@@ -387,7 +408,7 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 	start := m.clock.Now()
 	// An issuer without a trust bundle is unknown or not Ready yet: asking
 	// it for a certificate would only wait until the kubelet gives up.
-	if _, err := m.trust.CABundle(ctx, spec.Issuer); err != nil {
+	if _, err := m.trust.CABundle(ctx, spec.Certificate.Issuer); err != nil {
 		return nil, err
 	}
 	key, err := m.privateKey(volumeID, spec)
@@ -406,27 +427,27 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 		var failed *csr.FailedError
 		switch {
 		case errors.As(err, &denied):
-			return nil, fmt.Errorf("%w by %s (CertificateSigningRequest %s): %s", ErrDenied, spec.Issuer, denied.Name, denied.Detail())
+			return nil, fmt.Errorf("%w by %s (CertificateSigningRequest %s): %s", ErrDenied, spec.Certificate.Issuer, denied.Name, denied.Detail())
 		case errors.As(err, &failed):
-			return nil, fmt.Errorf("%s failed to sign (CertificateSigningRequest %s): %s", spec.Issuer, failed.Name, failed.Detail())
+			return nil, fmt.Errorf("%s failed to sign (CertificateSigningRequest %s): %s", spec.Certificate.Issuer, failed.Name, failed.Detail())
 		}
 		return nil, err
 	}
-	chain, err := parseChain(out.Chain)
+	chain, err := pki.ParseCertificates(out.Chain)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the chain %s issued: %w", spec.Certificate.Issuer, err)
 	}
-	if err := verifyIssued(spec, key.Public(), chain, m.clock.Now()); err != nil {
-		return nil, fmt.Errorf("the certificate issued by %s does not match the request: %w", spec.Issuer, err)
+	if err := spec.Certificate.Verify(key.Public(), chain, m.clock.Now()); err != nil {
+		return nil, fmt.Errorf("the certificate issued by %s does not match the request: %w", spec.Certificate.Issuer, err)
 	}
 	// Read again: the bundle may have changed while the request waited, and
 	// the certificate must verify against the one the pod gets.
-	ca, err := m.trust.CABundle(ctx, spec.Issuer)
+	ca, err := m.trust.CABundle(ctx, spec.Certificate.Issuer)
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyTrusted(chain, ca, m.clock.Now()); err != nil {
-		return nil, fmt.Errorf("the certificate issued by %s does not verify against its trust bundle: %w", spec.Issuer, err)
+	if err := certspec.VerifyTrusted(chain, ca, m.clock.Now()); err != nil {
+		return nil, fmt.Errorf("the certificate issued by %s does not verify against its trust bundle: %w", spec.Certificate.Issuer, err)
 	}
 	files, err := m.files(spec, key, chain, ca, gid != nil)
 	if err != nil {
@@ -442,52 +463,31 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 // privateKey returns the volume's key: the one it has if reuse-private-key
 // is set and that key still fits the attributes, else a new one.
 func (m *Manager) privateKey(volumeID string, spec *attributes.Spec) (crypto.Signer, error) {
-	if spec.Key.Reuse {
-		if data, err := m.store.ReadFile(volumeID, spec.Files.PrivateKey); err == nil {
-			if key, err := keystore.DecodePrivateKey(data); err == nil {
-				if alg, size, err := keystore.Describe(key.Public()); err == nil && alg == spec.Key.Algorithm && size == spec.Key.Size {
+	if spec.Certificate.Key.Reuse {
+		if data, err := m.store.ReadFile(volumeID, spec.Volume.Files.PrivateKey); err == nil {
+			if key, err := pki.ParsePrivateKey(data); err == nil {
+				if alg, size, err := keystore.Describe(key.Public()); err == nil && alg == spec.Certificate.Key.Algorithm && size == spec.Certificate.Key.Size {
 					return key, nil
 				}
 			}
 		}
 	}
-	key, err := keystore.Generate(spec.Key.Algorithm, spec.Key.Size)
+	key, err := keystore.Generate(spec.Certificate.Key.Algorithm, spec.Certificate.Key.Size)
 	if err != nil {
 		return nil, fmt.Errorf("generating private key: %w", err)
 	}
 	return key, nil
 }
 
-var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
-
 // buildCSR makes the CertificateSigningRequest object for spec, signed with
 // key. Labels and annotations name the pod and volume for the controller,
 // which checks them against what the API server stamps on the request.
 func buildCSR(volumeID string, spec *attributes.Spec, key crypto.Signer) (*certificatesv1.CertificateSigningRequest, error) {
-	tmpl := &x509.CertificateRequest{
-		RawSubject:  spec.RawSubject,
-		DNSNames:    spec.DNSNames,
-		IPAddresses: spec.IPAddresses,
-		URIs:        spec.URIs,
-	}
-	if tmpl.RawSubject == nil {
-		tmpl.Subject = spec.Subject
-	}
-	if spec.IsCA {
-		// X.509 CSRs carry the CA request as a basicConstraints extension.
-		bc, err := asn1.Marshal(struct {
-			IsCA bool `asn1:"optional"`
-		}{true})
-		if err != nil {
-			return nil, err
-		}
-		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: oidBasicConstraints, Critical: true, Value: bc})
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	der, err := spec.Certificate.CertificateRequest(key)
 	if err != nil {
-		return nil, fmt.Errorf("creating certificate request: %w", err)
+		return nil, err
 	}
-	seconds := int32(spec.Duration / time.Second)
+	seconds := int32(spec.Certificate.Duration / time.Second)
 	return &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{
 			Labels: map[string]string{request.LabelPodUID: spec.Pod.UID},
@@ -498,10 +498,10 @@ func buildCSR(volumeID string, spec *attributes.Spec, key crypto.Signer) (*certi
 			},
 		},
 		Spec: certificatesv1.CertificateSigningRequestSpec{
-			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
-			SignerName:        spec.Issuer.SignerName(),
+			Request:           pki.EncodeCertificateRequest(der),
+			SignerName:        spec.Certificate.Issuer.SignerName(),
 			ExpirationSeconds: &seconds,
-			Usages:            spec.Usages,
+			Usages:            spec.Certificate.Usages,
 		},
 	}, nil
 }
@@ -513,28 +513,28 @@ func (m *Manager) files(spec *attributes.Spec, key crypto.Signer, chain, ca []*x
 	if shared {
 		mode = storageModeGroup
 	}
-	keyPEM, err := keystore.EncodePrivateKey(key, spec.Key.Encoding)
+	keyPEM, err := keystore.EncodePrivateKey(key, spec.Volume.KeyEncoding)
 	if err != nil {
 		return nil, err
 	}
 	files := map[string]storage.File{
-		spec.Files.Certificate: {Data: encodeCerts(chain), Mode: mode},
-		spec.Files.PrivateKey:  {Data: keyPEM, Mode: mode},
-		spec.Files.CA:          {Data: encodeCerts(ca), Mode: mode},
+		spec.Volume.Files.Certificate: {Data: pki.EncodeCertificates(chain...), Mode: mode},
+		spec.Volume.Files.PrivateKey:  {Data: keyPEM, Mode: mode},
+		spec.Volume.Files.CA:          {Data: pki.EncodeCertificates(ca...), Mode: mode},
 	}
-	if spec.PKCS12 != nil {
-		data, err := keystore.PKCS12(key, chain, ca, spec.PKCS12.Password)
+	if spec.Volume.PKCS12 != nil {
+		data, err := keystore.PKCS12(key, chain, ca, spec.Volume.PKCS12.Password)
 		if err != nil {
 			return nil, err
 		}
-		files[spec.PKCS12.Filename] = storage.File{Data: data, Mode: mode}
+		files[spec.Volume.PKCS12.Filename] = storage.File{Data: data, Mode: mode}
 	}
-	if spec.JKS != nil {
-		data, err := keystore.JKS(key, chain, ca, spec.JKS.Password, m.clock.Now())
+	if spec.Volume.JKS != nil {
+		data, err := keystore.JKS(key, chain, ca, spec.Volume.JKS.Password, m.clock.Now())
 		if err != nil {
 			return nil, err
 		}
-		files[spec.JKS.Filename] = storage.File{Data: data, Mode: mode}
+		files[spec.Volume.JKS.Filename] = storage.File{Data: data, Mode: mode}
 	}
 	return files, nil
 }
@@ -543,14 +543,6 @@ const (
 	storageModeOwner os.FileMode = 0o400
 	storageModeGroup os.FileMode = 0o440
 )
-
-func encodeCerts(certs []*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
-}
 
 // Unpublish unmounts the target path and removes everything of the volume.
 // Unpublishing a volume that is gone is not an error.
@@ -565,7 +557,7 @@ func (m *Manager) Unpublish(ctx context.Context, volumeID, targetPath string) er
 		return err
 	}
 	defer unlock()
-	if err := m.store.Unpublish(targetPath); err != nil {
+	if err := m.store.Unmount(targetPath); err != nil {
 		return err
 	}
 	if err := m.store.RemoveVolume(volumeID); err != nil {

@@ -19,8 +19,10 @@ import (
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/csr"
 	"github.com/certmint/certmint/pkg/csr/csrtest"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
+	"github.com/certmint/certmint/pkg/trust"
 )
 
 // signNow is a Requester that signs in-process, or answers with err.
@@ -60,7 +62,7 @@ func (s staticTrust) CABundle(_ context.Context, issuer request.IssuerRef) ([]*x
 	if b := s[issuer]; len(b) > 0 {
 		return b, nil
 	}
-	return nil, fmt.Errorf("%w for %s: the issuer does not exist", ErrNoTrustBundle, issuer)
+	return nil, fmt.Errorf("%w for %s: the issuer does not exist", trust.ErrNoTrustBundle, issuer)
 }
 
 var _ TrustSource = staticTrust(nil)
@@ -214,14 +216,14 @@ func TestPublishWritesTheIssuersTrustBundleAsTheCAFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := encodeCerts([]*x509.Certificate{other.CA, signer.CA}); string(got) != string(want) {
+	if want := pki.EncodeCertificates(other.CA, signer.CA); string(got) != string(want) {
 		t.Errorf("ca.crt =\n%s\nwant the trust bundle\n%s", got, want)
 	}
 	chain, err := store.ReadFile("csi-1", "tls.crt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if certs, err := parseChain(chain); err != nil || len(certs) != 1 {
+	if certs, err := pki.ParseCertificates(chain); err != nil || len(certs) != 1 {
 		t.Errorf("tls.crt holds %d certificates (%v), want the leaf alone as signed", len(certs), err)
 	}
 }
@@ -230,7 +232,7 @@ func TestPublishFailsWhenTheIssuerHasNoTrustBundle(t *testing.T) {
 	// No signer: the request must not even be made.
 	m, store := newManagerWithTrust(t, &signNow{err: errors.New("the request was made")}, staticTrust{})
 	err := m.Publish(context.Background(), volume(t, "csi-1"))
-	if !errors.Is(err, ErrNoTrustBundle) || !strings.Contains(err.Error(), "Issuer shop/ca") {
+	if !errors.Is(err, trust.ErrNoTrustBundle) || !strings.Contains(err.Error(), "Issuer shop/ca") {
 		t.Fatalf("err = %v, want ErrNoTrustBundle naming Issuer shop/ca", err)
 	}
 	if _, err := os.Stat(store.VolumeDir("csi-1")); !os.IsNotExist(err) {

@@ -14,8 +14,9 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/certmint/certmint/pkg/attributes"
-	"github.com/certmint/certmint/pkg/keystore"
+	"github.com/certmint/certmint/pkg/certspec"
 	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
 )
@@ -142,9 +143,9 @@ func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 		return fmt.Errorf("parsing stored attributes: %w", err)
 	}
 	log := m.log.WithValues(logkeys.VolumeID, volumeID, logkeys.PodNamespace, spec.Pod.Namespace,
-		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+		logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Certificate.Issuer.String())
 	expedite := false
-	ca, err := m.trust.CABundle(ctx, spec.Issuer)
+	ca, err := m.trust.CABundle(ctx, spec.Certificate.Issuer)
 	if err != nil {
 		// The issuer is gone or has withdrawn its bundle: the pod keeps the
 		// last one it had, as it keeps its certificate.
@@ -156,7 +157,7 @@ func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 		}
 		expedite = untrusted
 	}
-	if m.renewals != nil && m.outdated(st, spec.Issuer) {
+	if m.renewals != nil && m.outdated(st, spec.Certificate.Issuer) {
 		log.Info("The issuer asked for the volume's certificate to be re-issued early", logkeys.NotAfter, st.NotAfter)
 		expedite = true
 	}
@@ -180,48 +181,48 @@ func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 // new CA; untrusted tells the caller to have the volume re-issued, which
 // writes the issuer's bundle alone.
 func (m *Manager) rewriteCA(log logr.Logger, volumeID string, spec *attributes.Spec, st *storage.State, ca []*x509.Certificate) (untrusted bool, err error) {
-	chainPEM, err := m.store.ReadFile(volumeID, spec.Files.Certificate)
+	chainPEM, err := m.store.ReadFile(volumeID, spec.Volume.Files.Certificate)
 	if err != nil {
 		return false, fmt.Errorf("reading the volume's certificate: %w", err)
 	}
-	chain, err := parseChain(chainPEM)
+	chain, err := pki.ParseCertificates(chainPEM)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("the volume's certificate: %w", err)
 	}
-	currentPEM, err := m.store.ReadFile(volumeID, spec.Files.CA)
+	currentPEM, err := m.store.ReadFile(volumeID, spec.Volume.Files.CA)
 	if err != nil {
 		return false, fmt.Errorf("reading the volume's CA file: %w", err)
 	}
 	at := trustTime(chain[0], m.clock.Now())
-	if verr := verifyTrusted(chain, ca, at); verr != nil {
+	if verr := certspec.VerifyTrusted(chain, ca, at); verr != nil {
 		untrusted = true
 		// A CA file that no longer parses has nothing worth keeping, and
 		// neither does one whose certificate has expired: old CAs stay only
 		// while a valid certificate still needs them, so a CA the issuer
 		// dropped is not trusted for ever when re-issuing keeps failing.
-		current, _ := parseChain(currentPEM)
+		current, _ := pki.ParseCertificates(currentPEM)
 		if m.clock.Now().After(chain[0].NotAfter) {
 			current = nil
 		}
 		var kept []*x509.Certificate
 		for _, c := range current {
-			if verifyTrusted(chain, []*x509.Certificate{c}, at) == nil {
+			if certspec.VerifyTrusted(chain, []*x509.Certificate{c}, at) == nil {
 				kept = append(kept, c)
 			}
 		}
 		log.Info("The issuer's trust bundle does not verify the volume's certificate: re-issuing it early, and keeping the CA certificates that verify it in the CA file until then",
-			"reason", verr.Error(), "keptCACertificates", len(kept))
+			logkeys.Reason, verr.Error(), logkeys.KeptCACertificates, len(kept))
 		ca = slices.Concat(ca, kept)
 	}
-	caPEM := encodeCerts(ca)
+	caPEM := pki.EncodeCertificates(ca...)
 	if bytes.Equal(currentPEM, caPEM) {
 		return untrusted, nil
 	}
-	keyPEM, err := m.store.ReadFile(volumeID, spec.Files.PrivateKey)
+	keyPEM, err := m.store.ReadFile(volumeID, spec.Volume.Files.PrivateKey)
 	if err != nil {
 		return untrusted, fmt.Errorf("reading the volume's key: %w", err)
 	}
-	key, err := keystore.DecodePrivateKey(keyPEM)
+	key, err := pki.ParsePrivateKey(keyPEM)
 	if err != nil {
 		return untrusted, fmt.Errorf("decoding the volume's key: %w", err)
 	}
@@ -289,7 +290,7 @@ func (m *Manager) CollectGarbage(ctx context.Context) {
 // podGone reports whether the volume's target is not mounted and its pod's
 // directory is gone.
 func (m *Manager) podGone(st *storage.State) (bool, error) {
-	published, err := m.store.IsPublished(st.TargetPath)
+	published, err := m.store.IsMounted(st.TargetPath)
 	if err != nil || published {
 		return false, err
 	}

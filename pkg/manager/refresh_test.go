@@ -18,6 +18,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/csr/csrtest"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
 )
@@ -70,7 +71,7 @@ func TestANewTrustBundleIsWrittenIntoEveryVolumeOfTheIssuerWithTheRestUnchanged(
 	m.IssuerChanged(shopCA)
 	refreshAll(t, m)
 
-	want := string(encodeCerts(trust[shopCA]))
+	want := string(pki.EncodeCertificates(trust[shopCA]...))
 	for _, id := range []string{"csi-1", "csi-2"} {
 		if got := readVolumeFile(t, store, id, "ca.crt"); got != want {
 			t.Errorf("%s: ca.crt =\n%s\nwant the old and the new CA", id, got)
@@ -118,7 +119,7 @@ func TestABundleThatDoesNotVerifyTheVolumesCertificateKeepsItsCAUntilItIsReissue
 	// The new CA for peers already re-issued, the old one for the volume's
 	// own certificate and peers not re-issued yet; not the CA that verifies
 	// nothing of the volume.
-	want := string(encodeCerts([]*x509.Certificate{next.CA, old.CA}))
+	want := string(pki.EncodeCertificates(next.CA, old.CA))
 	if got := readVolumeFile(t, store, "csi-1", "ca.crt"); got != want {
 		t.Errorf("ca.crt =\n%s\nwant the new CA, then the old one", got)
 	}
@@ -144,7 +145,7 @@ func TestABundleThatDoesNotVerifyTheVolumesCertificateKeepsItsCAUntilItIsReissue
 	if _, err := m.Renew(context.Background(), "csi-1"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(encodeCerts(trust[shopCA])); got != want {
+	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(pki.EncodeCertificates(trust[shopCA]...)); got != want {
 		t.Errorf("ca.crt after the re-issue =\n%s\nwant the new CA only", got)
 	}
 }
@@ -182,7 +183,7 @@ func TestAVolumeBusyWithAPublishOrRenewalIsLookedAtAgainWithoutUsingUpItsRetries
 	}
 	unlock()
 	m.refreshNext(context.Background())
-	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(encodeCerts(trust[shopCA])); got != want {
+	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(pki.EncodeCertificates(trust[shopCA]...)); got != want {
 		t.Errorf("ca.crt =\n%s\nwant the new bundle once the volume is free", got)
 	}
 }
@@ -346,7 +347,7 @@ func TestAnExpiredCertificateKeepsNoCAItsIssuerDropped(t *testing.T) {
 	m.IssuerChanged(shopCA)
 	refreshAll(t, m)
 
-	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(encodeCerts([]*x509.Certificate{next.CA})); got != want {
+	if got, want := readVolumeFile(t, store, "csi-1", "ca.crt"), string(pki.EncodeCertificates(next.CA)); got != want {
 		t.Errorf("ca.crt =\n%s\nwant the new CA alone, not the old %s", got, old.CA.Subject)
 	}
 }

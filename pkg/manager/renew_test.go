@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certmint/certmint/pkg/attributes"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/storage"
 )
@@ -94,7 +95,7 @@ func TestRenewSwapsTheFilesAndUpdatesTheState(t *testing.T) {
 	if after["tls.crt"] == before["tls.crt"] || after["tls.key"] == before["tls.key"] {
 		t.Error("the certificate and key were not replaced")
 	}
-	chain, err := parseChain([]byte(after["tls.crt"]))
+	chain, err := pki.ParseCertificates([]byte(after["tls.crt"]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 		return
 	}
 	log = log.WithValues(logkeys.TargetPath, st.TargetPath)
-	published, err := m.store.IsPublished(st.TargetPath)
+	published, err := m.store.IsMounted(st.TargetPath)
 	if err != nil {
 		log.Error(err, "Skipping a volume whose target path cannot be checked")
 		return
@@ -89,13 +89,13 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 		m.strand(volumeID, st, err)
 		return
 	}
-	log = log.WithValues(logkeys.PodNamespace, spec.Pod.Namespace, logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Issuer.String())
+	log = log.WithValues(logkeys.PodNamespace, spec.Pod.Namespace, logkeys.PodName, spec.Pod.Name, logkeys.Issuer, spec.Certificate.Issuer.String())
 	if !published {
 		// Without its files (the node restarted and took the tmpfs with it)
 		// the volume cannot be mounted, nor renewed: a renewal would write
 		// keys to whatever disk is under the volume's directory. The
 		// kubelet publishes it again, or unpublishes it.
-		if _, err := m.store.ReadFile(volumeID, spec.Files.Certificate); err != nil {
+		if _, err := m.store.ReadFile(volumeID, spec.Volume.Files.Certificate); err != nil {
 			log.Error(err, "Volume is not mounted and its files cannot be read; leaving it to the kubelet")
 			return
 		}
@@ -103,13 +103,13 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 			log.Info("Volume's target path is gone while its pod directory exists; leaving it to the kubelet")
 			return
 		}
-		if err := m.store.Publish(volumeID, st.TargetPath); err != nil {
+		if err := m.store.Mount(volumeID, st.TargetPath); err != nil {
 			log.Error(err, "Mounting again a volume whose mount was lost")
 			return
 		}
 		log.Info("Mounted again a volume whose mount was lost")
 	}
-	m.track(volumeID, spec.Issuer)
+	m.track(volumeID, spec.Certificate.Issuer)
 	if m.renewals != nil {
 		m.renewals.Schedule(volumeID, m.renewalOf(st, spec))
 	}

@@ -161,7 +161,7 @@ func TestResumeMountsAgainAVolumeWhoseMountWasLost(t *testing.T) {
 	n.unmount(t, target)
 
 	rec := resume(t, n)
-	if published, err := n.store.IsPublished(target); err != nil || !published {
+	if published, err := n.store.IsMounted(target); err != nil || !published {
 		t.Errorf("target published = %v, %v; want it mounted again", published, err)
 	}
 	if _, ok := rec.scheduled["csi-1"]; !ok {

@@ -36,6 +36,7 @@ import (
 	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
+	"github.com/certmint/certmint/pkg/trust"
 )
 
 // Options configure the node driver. The zero value of an optional field
@@ -166,7 +167,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	trust, err := manager.NewIssuerTrust(dyn)
+	trust, err := trust.NewIssuerTrust(dyn)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,7 @@ func TestHealthzReportsEveryFailingCheck(t *testing.T) {
 	var failing error
 	var stranded error
 	checks := []func() error{func() error { return nil }, func() error { return failing }}
-	readiness := append(checks, func() error { return stranded })
+	readiness := append(slices.Clone(checks), func() error { return stranded })
 	muxes := httpMuxes(Options{HealthAddr: ":1", MetricsAddr: ":1"}, prometheus.NewRegistry(), checks, readiness)
 	if len(muxes) != 1 {
 		t.Fatalf("health and metrics on one address got %d muxes", len(muxes))

@@ -67,44 +67,46 @@ func csrFor(t *testing.T, key crypto.Signer, tmpl *x509.CertificateRequest) *x50
 func validInput(t *testing.T) Input {
 	spiffe, _ := url.Parse("spiffe://cluster.local/ns/default/sa/web-sa")
 	return Input{
-		DriverUsername:     driverUser,
-		DriverNamespace:    "certmint",
-		DriverDaemonSet:    "certmint-driver",
-		DriverDaemonSetUID: "ds-uid",
-		ClusterDomain:      "cluster.local",
-		TrustDomain:        "cluster.local",
-		Issuer:             request.IssuerRef{Kind: request.KindIssuer, Namespace: "default", Name: "ca"},
-		CSR: &certificatesv1.CertificateSigningRequest{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:        "csr-1",
-				Labels:      map[string]string{request.LabelManagedBy: request.DriverName, request.LabelNode: "node-a", request.LabelPodUID: "pod-uid"},
-				Annotations: map[string]string{request.AnnotationPodNamespace: "default", request.AnnotationPodName: "web-0"},
-			},
-			Spec: certificatesv1.CertificateSigningRequestSpec{
-				SignerName:        "issuers.certmint.io/default.ca",
-				Username:          driverUser,
-				ExpirationSeconds: ptr.To[int32](3600),
-				Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth},
-				Extra: map[string]certificatesv1.ExtraValue{
-					request.ExtraNodeName: {"node-a"},
-					request.ExtraPodName:  {"driver-a"},
-					request.ExtraPodUID:   {"driver-uid"},
-				},
-			},
-		},
+		ClusterDomain: "cluster.local",
+		TrustDomain:   "cluster.local",
+		Issuer:        request.IssuerRef{Kind: request.KindIssuer, Namespace: "default", Name: "ca"},
 		Request: csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{
 			DNSNames: []string{"web-sa.default.svc", "web-sa.default.svc.cluster.local"},
 			URIs:     []*url.URL{spiffe},
 		}),
-		Pod: &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0", UID: "pod-uid"},
-			Spec:       corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "web-sa"},
-			Status:     corev1.PodStatus{Phase: corev1.PodPending},
-		},
-		DriverPod: &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "certmint", Name: "driver-a", UID: "driver-uid",
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "certmint-driver", UID: "ds-uid", Controller: ptr.To(true)}}},
-			Spec: corev1.PodSpec{NodeName: "node-a"},
+		CSRSource: CSRSource{
+			DriverUsername:     driverUser,
+			DriverNamespace:    "certmint",
+			DriverDaemonSet:    "certmint-driver",
+			DriverDaemonSetUID: "ds-uid",
+			CSR: &certificatesv1.CertificateSigningRequest{
+				ObjectMeta: metav1.ObjectMeta{
+					Name:        "csr-1",
+					Labels:      map[string]string{request.LabelManagedBy: request.DriverName, request.LabelNode: "node-a", request.LabelPodUID: "pod-uid"},
+					Annotations: map[string]string{request.AnnotationPodNamespace: "default", request.AnnotationPodName: "web-0"},
+				},
+				Spec: certificatesv1.CertificateSigningRequestSpec{
+					SignerName:        "issuers.certmint.io/default.ca",
+					Username:          driverUser,
+					ExpirationSeconds: ptr.To[int32](3600),
+					Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth},
+					Extra: map[string]certificatesv1.ExtraValue{
+						request.ExtraNodeName: {"node-a"},
+						request.ExtraPodName:  {"driver-a"},
+						request.ExtraPodUID:   {"driver-uid"},
+					},
+				},
+			},
+			Pod: &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-0", UID: "pod-uid"},
+				Spec:       corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "web-sa"},
+				Status:     corev1.PodStatus{Phase: corev1.PodPending},
+			},
+			DriverPod: &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "certmint", Name: "driver-a", UID: "driver-uid",
+					OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "certmint-driver", UID: "ds-uid", Controller: ptr.To(true)}}},
+				Spec: corev1.PodSpec{NodeName: "node-a"},
+			},
 		},
 	}
 }
@@ -481,10 +483,6 @@ func TestDecideDuration(t *testing.T) {
 	if d := Decide(in); d.Duration != time.Hour {
 		t.Errorf("duration = %s, want the default shortened to the policy's maximum", d.Duration)
 	}
-	in.CSR.Spec.ExpirationSeconds = ptr.To[int32](7200)
-	if got := Duration(in.CSR, in.Policy); got != time.Hour {
-		t.Errorf("Duration = %s, want a request approved by someone else clamped to the maximum", got)
-	}
 }
 
 func TestGlob(t *testing.T) {
@@ -554,3 +552,7 @@ func TestDenialsQuoteHugeValuesInPart(t *testing.T) {
 		t.Errorf("denial message is %d bytes long; values must be quoted in part", len(d.Message))
 	}
 }
+
+// oidBasicConstraints is written out here so that the tests build CA
+// requests as any client would, not through the code under test.
+var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}

@@ -95,6 +95,7 @@ func (s *Server) Stop() {
 	_ = os.Remove(SocketPath(s.opts.Dir, s.opts.DriverName))
 }
 
+// GetInfo tells the kubelet which CSI driver registers, at which socket.
 func (s *Server) GetInfo(context.Context, *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
 	return &registerapi.PluginInfo{
 		Type:              registerapi.CSIPlugin,
@@ -104,6 +105,8 @@ func (s *Server) GetInfo(context.Context, *registerapi.InfoRequest) (*registerap
 	}, nil
 }
 
+// NotifyRegistrationStatus records whether the kubelet took the driver, for
+// the driver's health.
 func (s *Server) NotifyRegistrationStatus(_ context.Context, st *registerapi.RegistrationStatus) (*registerapi.RegistrationStatusResponse, error) {
 	s.mu.Lock()
 	s.status = st

@@ -35,7 +35,8 @@ type Certificate struct {
 	Reissue bool
 }
 
-// ErrVolumeGone: the volume was unpublished; there is nothing left to renew.
+// ErrVolumeGone means the volume was unpublished; there is nothing left to
+// renew.
 var ErrVolumeGone = errors.New("volume is gone")
 
 // Renewer issues a new certificate for a volume and replaces its files. On

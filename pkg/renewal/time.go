@@ -40,14 +40,11 @@ func Time(c Certificate, now time.Time, rnd *rand.Rand) time.Time {
 }
 
 // Backoff is how long to wait before retry number attempt (from 1) of a
-// failed renewal: min, doubling each time, at most max.
-func Backoff(attempt int, min, max time.Duration) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
+// failed renewal: first, doubling each time, at most limit.
+func Backoff(attempt int, first, limit time.Duration) time.Duration {
+	d := first
+	for i := 1; i < attempt && d < limit; i++ {
 		d *= 2
 	}
-	if d > max {
-		d = max
-	}
-	return d
+	return min(d, limit)
 }

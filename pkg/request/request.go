@@ -45,6 +45,7 @@ const (
 // IssuerKind is the kind of issuer a signer name addresses.
 type IssuerKind string
 
+// The kinds of issuer.
 const (
 	KindIssuer        IssuerKind = "Issuer"
 	KindClusterIssuer IssuerKind = "ClusterIssuer"

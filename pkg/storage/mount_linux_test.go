@@ -22,11 +22,11 @@ func TestSyscallMounterMountsTmpfsAndReadOnlyBinds(t *testing.T) {
 	if err := s.PrepareVolume("csi-real"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Unpublish(target); _ = s.RemoveVolume("csi-real") })
+	t.Cleanup(func() { _ = s.Unmount(target); _ = s.RemoveVolume("csi-real") })
 	if err := s.WriteFiles("csi-real", map[string]File{"tls.crt": {Data: []byte("c"), Mode: 0o400}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Publish("csi-real", target); err != nil {
+	if err := s.Mount("csi-real", target); err != nil {
 		t.Fatal(err)
 	}
 	if fs, opts := mountInfo(t, s.VolumeDir("csi-real")); fs != "tmpfs" || !hasOpt(opts, "nosuid") || !hasOpt(opts, "noexec") {
@@ -38,7 +38,7 @@ func TestSyscallMounterMountsTmpfsAndReadOnlyBinds(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(target, "tls.crt")); err != nil || string(data) != "c" {
 		t.Errorf("tls.crt through the bind mount = %q, %v", data, err)
 	}
-	if err := s.Unpublish(target); err != nil {
+	if err := s.Unmount(target); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RemoveVolume("csi-real"); err != nil {

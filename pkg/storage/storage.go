@@ -135,10 +135,10 @@ func (s *Store) ReadFile(volumeID, name string) ([]byte, error) {
 	return ReadCurrent(s.VolumeDir(volumeID), name)
 }
 
-// Publish bind-mounts the volume's directory read-only at target. A target
-// that is already a mount point is taken as published: the kubelet retries
+// Mount bind-mounts the volume's directory read-only at target. A target
+// that is already a mount point is taken as mounted: the kubelet retries
 // NodePublishVolume after timeouts, and the mount is ours.
-func (s *Store) Publish(volumeID, target string) error {
+func (s *Store) Mount(volumeID, target string) error {
 	if err := CheckVolumeID(volumeID); err != nil {
 		return err
 	}
@@ -158,8 +158,8 @@ func (s *Store) Publish(volumeID, target string) error {
 	return nil
 }
 
-// IsPublished reports whether target is a mount point.
-func (s *Store) IsPublished(target string) (bool, error) {
+// IsMounted reports whether target is a mount point.
+func (s *Store) IsMounted(target string) (bool, error) {
 	notMnt, err := s.mounter.IsLikelyNotMountPoint(target)
 	if os.IsNotExist(err) {
 		return false, nil
@@ -167,9 +167,9 @@ func (s *Store) IsPublished(target string) (bool, error) {
 	return !notMnt, err
 }
 
-// Unpublish unmounts target and removes it. A target that does not exist or
+// Unmount unmounts target and removes it. A target that does not exist or
 // is not mounted is not an error.
-func (s *Store) Unpublish(target string) error {
+func (s *Store) Unmount(target string) error {
 	if err := mount.CleanupMountPoint(target, s.mounter, false); err != nil {
 		return fmt.Errorf("unmounting target path: %w", err)
 	}

@@ -61,10 +61,10 @@ func TestVolumeLifecycleMountsTmpfsBindsReadOnlyAndCleansUp(t *testing.T) {
 	if _, err := s.ReadFile(id, "tls.key"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("ReadFile of a missing file = %v, want ErrNotExist", err)
 	}
-	if err := s.Publish(id, target); err != nil {
+	if err := s.Mount(id, target); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Publish(id, target); err != nil {
+	if err := s.Mount(id, target); err != nil {
 		t.Fatal("second Publish:", err)
 	}
 	if len(m.MountPoints) != 2 {
@@ -77,12 +77,12 @@ func TestVolumeLifecycleMountsTmpfsBindsReadOnlyAndCleansUp(t *testing.T) {
 	if bind.Path != target || !contains(bind.Opts, "ro") || !contains(bind.Opts, "bind") {
 		t.Errorf("second mount = %+v, want a read-only bind of the volume directory", bind)
 	}
-	if ok, err := s.IsPublished(target); !ok || err != nil {
+	if ok, err := s.IsMounted(target); !ok || err != nil {
 		t.Fatalf("IsPublished = %v, %v", ok, err)
 	}
 
 	for range 2 { // twice: both steps are idempotent
-		if err := s.Unpublish(target); err != nil {
+		if err := s.Unmount(target); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.RemoveVolume(id); err != nil {

@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
-	"github.com/certmint/certmint/test/stack"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/certmint/certmint/test/stack"
 
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,7 +66,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	}
 
 	logf("warming up: %d publishes", len(warm))
-	if _, err := publishAll(ctx, e.Driver.Node, warm, 1, certDuration, renewBefore); err != nil {
+	if _, err := publishAll(ctx, e.Driver.Node, warm, 1, renewBefore); err != nil {
 		return err
 	}
 	if err := unpublishAll(ctx, e.Driver.Node, warm, 1); err != nil {
@@ -81,14 +82,14 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	if err != nil {
 		return err
 	}
-	first, err := publishAll(ctx, e.Driver.Node, serial[:100], 1, certDuration, renewBefore)
+	first, err := publishAll(ctx, e.Driver.Node, serial[:100], 1, renewBefore)
 	if err != nil {
 		return err
 	}
 	if res.driverRSS.at100, err = e.Driver.RSS(); err != nil {
 		return err
 	}
-	rest, err := publishAll(ctx, e.Driver.Node, serial[100:], 1, certDuration, renewBefore)
+	rest, err := publishAll(ctx, e.Driver.Node, serial[100:], 1, renewBefore)
 	if err != nil {
 		return err
 	}
@@ -121,7 +122,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	} else {
 		profiled <- nil
 	}
-	if res.concurrent, err = publishAll(ctx, e.Driver.Node, concurrent, opts.concurrency, certDuration, renewBefore); err != nil {
+	if res.concurrent, err = publishAll(ctx, e.Driver.Node, concurrent, opts.concurrency, renewBefore); err != nil {
 		return err
 	}
 	lastPublish := time.Now()

@@ -24,13 +24,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/certmint/certmint/test/stack"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/certmint/certmint/test/stack"
 
 	"github.com/go-logr/logr"
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -55,14 +56,20 @@ func main() {
 
 	// The harness uses controller-runtime's client only to apply manifests.
 	crlog.SetLogger(logr.Discard())
+	if err := runUntilSignalled(opts); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// runUntilSignalled runs the harness, bounded by -timeout, SIGINT and
+// SIGTERM.
+func runUntilSignalled(opts options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, opts.timeout)
 	defer cancel()
-	if err := run(ctx, opts); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	return run(ctx, opts)
 }
 
 type options struct {

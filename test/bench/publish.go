@@ -59,11 +59,11 @@ func (r publishRun) perSecond() float64 { return float64(len(r.latencies)) / r.w
 // call from request to response: when NodePublishVolume returns, the files
 // are written and mounted. Each volume's files are checked afterwards, off
 // the clock.
-func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, concurrency int, duration, renewBefore time.Duration) (publishRun, error) {
+func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, concurrency int, renewBefore time.Duration) (publishRun, error) {
 	lat := make([]time.Duration, len(vols))
 	start := time.Now()
 	err := parallel(ctx, concurrency, len(vols), func(ctx context.Context, i int) error {
-		req := publishRequest(vols[i], duration, renewBefore)
+		req := publishRequest(vols[i], certDuration, renewBefore)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		t := time.Now()
@@ -80,7 +80,7 @@ func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, con
 	for _, v := range vols {
 		for _, f := range []string{"tls.crt", "tls.key", "ca.crt"} {
 			if fi, err := os.Stat(filepath.Join(v.Target, f)); err != nil || fi.Size() == 0 {
-				return publishRun{}, fmt.Errorf("volume %s was published without %s: %v", v.ID, f, err)
+				return publishRun{}, fmt.Errorf("volume %s was published without %s: %w", v.ID, f, err)
 			}
 		}
 	}

@@ -2,9 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/certmint/certmint/test/stack"
 	"strings"
 	"time"
+
+	"github.com/certmint/certmint/test/stack"
 )
 
 // results are everything the harness measured; zero parts were skipped.

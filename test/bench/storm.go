@@ -35,7 +35,7 @@ func renewalStorm(ctx context.Context, e *env, volumes int, due time.Time, keys 
 	// A renewal before the storm means the publish runs outlasted
 	// -storm-due-after, and the storm would wait for volumes not due.
 	if early, err := e.Driver.Metric(renewedMetric); err != nil || early > 0 {
-		return nil, fmt.Errorf("renewal storm: %v volumes were renewed before the storm (%v); raise -storm-due-after", early, err)
+		return nil, fmt.Errorf("renewal storm: %v volumes were renewed before the storm (%w); raise -storm-due-after", early, err)
 	}
 	logf("renewal storm: stopping the driver until its %d certificates are due at %s", volumes, due.Format(time.TimeOnly))
 	e.Driver.Stop()

@@ -1,6 +1,11 @@
 // Package csr approves, denies, signs and cleans up the
 // CertificateSigningRequests addressed to certmint signers.
 //
+// This is the request source of the CSI driver: node binding
+// (policy.BindCSR) establishes whom a request is for, the issuer's policy
+// (policy.Allow) what it may say, and the signing path every request
+// source shares (issuer.Registry.Issue) signs it.
+//
 // One reconcile pass takes a new request all the way: decide (policy), write
 // the approval, sign, write the certificate. That is two writes per
 // issuance; the driver's create and delete make it four. Finished requests
@@ -9,11 +14,10 @@ package csr
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,9 +39,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
-	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
 	"github.com/certmint/certmint/pkg/controller/metrics"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/policy"
 	"github.com/certmint/certmint/pkg/request"
 )
@@ -46,13 +51,10 @@ import (
 // becomes Ready finds the requests waiting for it.
 const IndexSignerName = "spec.signerName"
 
-// Reasons of conditions and Events this controller sets besides the
-// policy's denial reasons.
-const (
-	ReasonIssuerNotFound = "IssuerNotFound"
-	ReasonIssuerNotReady = "IssuerNotReady"
-	ReasonSigningFailed  = "SigningFailed"
-)
+// ReasonIssuerNotFound is the denial reason of a request to an issuer that
+// does not exist; the policy's and the signing path's reasons are the
+// others.
+const ReasonIssuerNotFound = "IssuerNotFound"
 
 // Defaults for Options.
 const (
@@ -60,11 +62,6 @@ const (
 	DefaultPendingMaxAge = 24 * time.Hour
 	DefaultWorkers       = 16
 )
-
-// issuerWait is how long a request waits for a not-ready issuer before it is
-// looked at again. The issuer watch normally wakes it sooner; this bounds the
-// wait if that event was missed.
-const issuerWait = time.Minute
 
 // ownWriteWait bounds how long a reconcile trusts its own last write over a
 // cache that has not caught up with it.
@@ -83,8 +80,8 @@ type Options struct {
 	// names. Required.
 	ClusterDomain string
 	TrustDomain   string
-	// Backends sign for each kind of issuer spec.
-	Backends issuer.Backends
+	// Registry signs for every kind of issuer spec. Required.
+	Registry *issuer.Registry
 	// CleanupGrace is how long issued, denied and failed requests are kept
 	// before they are deleted. Defaults to DefaultCleanupGrace.
 	CleanupGrace time.Duration
@@ -128,6 +125,8 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 		return errors.New("request controller: DriverDaemonSet is required")
 	case opts.ClusterDomain == "" || opts.TrustDomain == "":
 		return errors.New("request controller: ClusterDomain and TrustDomain are required")
+	case opts.Registry == nil:
+		return errors.New("request controller: Registry is required")
 	}
 	if opts.CleanupGrace <= 0 {
 		opts.CleanupGrace = DefaultCleanupGrace
@@ -183,12 +182,12 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) er
 // so they go on as soon as it is Ready.
 func (r *Reconciler) requestsForIssuer(ctx context.Context, o client.Object) []reconcile.Request {
 	iss, ok := o.(v1alpha1.GenericIssuer)
-	if !ok || !issuercontroller.IsReady(iss) {
+	if !ok || !issuer.IsReady(iss) {
 		return nil
 	}
 	var list certificatesv1.CertificateSigningRequestList
 	if err := r.client.List(ctx, &list, client.MatchingFields{IndexSignerName: issuer.RefFor(iss).SignerName()}); err != nil {
-		log.FromContext(ctx).Error(err, "listing requests for an issuer", "issuer", issuer.RefFor(iss).String())
+		log.FromContext(ctx).Error(err, "listing requests for an issuer", logkeys.Issuer, issuer.RefFor(iss).String())
 		return nil
 	}
 	var out []reconcile.Request
@@ -200,7 +199,9 @@ func (r *Reconciler) requestsForIssuer(ctx context.Context, o client.Object) []r
 	return out
 }
 
-// Reconcile takes one request as far as it can go.
+// Reconcile takes one request as far as it can go: an approval and a
+// certificate, one write each, or a denial or failure. What to do is
+// computed first (decideStep, signStep) and applied in one place (apply).
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var csr certificatesv1.CertificateSigningRequest
 	if err := r.client.Get(ctx, req.NamespacedName, &csr); err != nil {
@@ -217,107 +218,199 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if wait := r.behindOwnWrite(&csr); wait > 0 {
 		return reconcile.Result{RequeueAfter: wait}, nil
 	}
-	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("signer", csr.Spec.SignerName,
-		"pod", csr.Annotations[request.AnnotationPodNamespace]+"/"+csr.Annotations[request.AnnotationPodName]))
+	ns, name, _ := policy.PodReference(&csr)
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues(logkeys.SignerName, csr.Spec.SignerName,
+		logkeys.PodNamespace, ns, logkeys.PodName, name))
 
-	if finished(&csr) {
+	approved := hasCondition(&csr, certificatesv1.CertificateApproved)
+	switch {
+	case finished(&csr):
 		return r.cleanup(ctx, &csr, r.opts.CleanupGrace)
+	case !approved && r.opts.Clock.Since(csr.CreationTimestamp.Time) > r.opts.PendingMaxAge:
+		return r.cleanup(ctx, &csr, r.opts.PendingMaxAge)
 	}
-	// Parsed once for both steps: checking its signature is the costliest
-	// part of handling a request.
-	parsed := parseRequest(csr.Spec.Request)
-	if !hasCondition(&csr, certificatesv1.CertificateApproved) {
-		if age := r.opts.Clock.Since(csr.CreationTimestamp.Time); age > r.opts.PendingMaxAge {
-			return r.cleanup(ctx, &csr, r.opts.PendingMaxAge)
-		}
-		approved, result, err := r.decide(ctx, &csr, parsed, ref)
-		if !approved || err != nil {
-			return result, err
-		}
-		return r.sign(ctx, &csr, parsed, ref)
-	}
-	// Approved before this pass: by someone else (kubectl certificate
-	// approve), or by a pass of this controller that stopped before it
-	// signed. Whoever approved, the policy holds when signing: an approval
-	// cannot widen what the issuer grants.
-	if _, _, d, err := r.evaluate(ctx, &csr, parsed, ref); err != nil {
+	// Whoever approved, the policy holds when signing: a request approved
+	// by someone else (kubectl certificate approve), or by a pass of this
+	// controller that stopped before it signed, is judged again. An
+	// approval cannot widen what the issuer grants.
+	iss, pod, d, certReq, err := r.evaluate(ctx, &csr, ref)
+	if err != nil {
 		return reconcile.Result{}, err
-	} else if !d.Allowed && d.Reason != ReasonIssuerNotFound {
-		return r.fail(ctx, &csr, d.Reason, "the request was approved, but the issuer's policy does not allow it: "+d.Message)
 	}
-	return r.sign(ctx, &csr, parsed, ref)
+	s := decideStep(csr.Name, approved, iss != nil && issuer.IsReady(iss), d, r.opts.CleanupGrace)
+	if s.sign {
+		if s.condition != nil {
+			if _, err := r.apply(ctx, &csr, pod, s); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+		certReq.Duration = d.Duration
+		start := r.opts.Clock.Now()
+		res := r.opts.Registry.Issue(ctx, iss, certReq)
+		metrics.SignDuration.WithLabelValues(csr.Spec.SignerName).Observe(r.opts.Clock.Since(start).Seconds())
+		if res.Outcome == issuer.WaitForIssuer {
+			log.FromContext(ctx).Info("issuer cannot sign yet", logkeys.Issuer, ref.String(), logkeys.Reason, res.Reason, logkeys.Message, res.Message)
+		}
+		s = signStep(csr.Name, res, r.opts.CleanupGrace)
+	}
+	return r.apply(ctx, &csr, pod, s)
 }
 
-// decide approves or denies csr, or leaves it pending while its issuer is
-// not Ready. On approval csr is updated in place.
-func (r *Reconciler) decide(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (bool, reconcile.Result, error) {
-	iss, pod, d, err := r.evaluate(ctx, csr, parsed, ref)
-	if err != nil {
-		return false, reconcile.Result{}, err
-	}
-	if !d.Allowed {
-		return false, reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, r.deny(ctx, csr, pod, d)
-	}
-	if !issuercontroller.IsReady(iss) {
-		log.FromContext(ctx).Info("waiting for issuer to become Ready", "issuer", ref.String())
-		r.event(pod, csr, corev1.EventTypeWarning, ReasonIssuerNotReady, "Wait", "%s is not Ready; the certificate request %s waits for it", ref, csr.Name)
-		return false, reconcile.Result{RequeueAfter: issuerWait}, nil
-	}
+// step is what one pass does to a request: at most one write, an Event on
+// its pod, and when to look at it again.
+type step struct {
+	// condition is added to the request: Approved or Denied through the
+	// approval subresource, Failed through status. Nil adds none.
+	condition *certificatesv1.CertificateSigningRequestCondition
+	// certificate is written into status.certificate; nil writes none.
+	certificate []byte
+	// sign goes on to sign the request in the same pass, once condition
+	// (an approval) is applied.
+	sign bool
+	// event is recorded on the request's pod; nil records none.
+	event *podEvent
+	// result names the request's new state in the requests metric.
+	result  string
+	requeue time.Duration
+	// err is a transient error: the request is retried with backoff.
+	err error
+}
 
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type:           certificatesv1.CertificateApproved,
-		Status:         corev1.ConditionTrue,
-		Reason:         d.Reason,
-		Message:        d.Message,
-		LastUpdateTime: metav1.NewTime(r.opts.Clock.Now()),
-	})
-	if err := r.client.SubResource("approval").Update(ctx, csr); err != nil {
-		return false, reconcile.Result{}, fmt.Errorf("approving: %w", err)
+type podEvent struct {
+	eventType, reason, action, note string
+}
+
+func withCondition(t certificatesv1.RequestConditionType, reason, message string) *certificatesv1.CertificateSigningRequestCondition {
+	return &certificatesv1.CertificateSigningRequestCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message}
+}
+
+// decideStep is what to do with request name given whether it was approved
+// before this pass, whether its issuer exists and is Ready, and the
+// policy's decision now. grace is how long a finished request is kept.
+func decideStep(name string, approvedBefore, issuerReady bool, d policy.Decision, grace time.Duration) step {
+	switch {
+	case !d.Allowed && approvedBefore:
+		msg := "the request was approved, but the issuer's policy does not allow it: " + d.Message
+		return step{condition: withCondition(certificatesv1.CertificateFailed, d.Reason, msg), result: metrics.ResultFailed, requeue: grace,
+			event: &podEvent{corev1.EventTypeWarning, d.Reason, "Sign", fmt.Sprintf("signing certificate request %s failed: %s", name, msg)}}
+	case !d.Allowed:
+		return step{condition: withCondition(certificatesv1.CertificateDenied, d.Reason, d.Message), result: metrics.ResultDenied, requeue: grace,
+			event: &podEvent{corev1.EventTypeWarning, d.Reason, "Deny", fmt.Sprintf("certificate request %s denied: %s", name, d.Message)}}
+	case !issuerReady && approvedBefore:
+		return step{requeue: issuer.IssuerWait}
+	case !issuerReady:
+		return step{requeue: issuer.IssuerWait,
+			event: &podEvent{corev1.EventTypeWarning, issuer.ReasonIssuerNotReady, "Wait", fmt.Sprintf("the issuer is not Ready; the certificate request %s waits for it", name)}}
+	case approvedBefore:
+		return step{sign: true}
 	}
-	r.rememberOwnWrite(csr)
-	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultApproved).Inc()
-	return true, reconcile.Result{}, nil
+	return step{condition: withCondition(certificatesv1.CertificateApproved, d.Reason, d.Message), result: metrics.ResultApproved, sign: true}
+}
+
+// signStep is what to do with request name after the signing path's
+// result res.
+func signStep(name string, res issuer.Result, grace time.Duration) step {
+	switch res.Outcome {
+	case issuer.Issued:
+		return step{certificate: res.Chain, result: metrics.ResultSigned, requeue: grace}
+	case issuer.Fail:
+		return step{condition: withCondition(certificatesv1.CertificateFailed, res.Reason, res.Message), result: metrics.ResultFailed, requeue: grace,
+			event: &podEvent{corev1.EventTypeWarning, res.Reason, "Sign", fmt.Sprintf("signing certificate request %s failed: %s", name, res.Message)}}
+	case issuer.Wait, issuer.WaitForIssuer:
+		return step{requeue: res.RetryAfter}
+	}
+	return step{err: fmt.Errorf("signing: %w", res.Err)}
+}
+
+// apply carries out s on csr: its one write, its Event and its metric.
+func (r *Reconciler) apply(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, pod *corev1.Pod, s step) (reconcile.Result, error) {
+	if s.err != nil {
+		return reconcile.Result{}, s.err
+	}
+	logger := log.FromContext(ctx)
+	switch {
+	case s.condition != nil:
+		c := *s.condition
+		c.LastUpdateTime = metav1.NewTime(r.opts.Clock.Now())
+		csr.Status.Conditions = append(csr.Status.Conditions, c)
+		var err error
+		if c.Type == certificatesv1.CertificateFailed {
+			err = r.client.Status().Update(ctx, csr)
+		} else {
+			err = r.client.SubResource("approval").Update(ctx, csr)
+		}
+		if err != nil {
+			return reconcile.Result{}, fmt.Errorf("writing the %s condition: %w", c.Type, err)
+		}
+		if c.Type != certificatesv1.CertificateApproved {
+			logger.Info("certificate request "+strings.ToLower(string(c.Type)), logkeys.Reason, c.Reason, logkeys.Message, c.Message)
+		}
+	case s.certificate != nil:
+		csr.Status.Certificate = s.certificate
+		if err := r.client.Status().Update(ctx, csr); err != nil {
+			return reconcile.Result{}, fmt.Errorf("writing the certificate: %w", err)
+		}
+	}
+	if s.condition != nil || s.certificate != nil {
+		r.rememberOwnWrite(csr)
+	}
+	if s.result != "" {
+		metrics.Requests.WithLabelValues(csr.Spec.SignerName, s.result).Inc()
+	}
+	if e := s.event; e != nil {
+		r.event(pod, csr, e.eventType, e.reason, e.action, "%s", e.note)
+	}
+	return reconcile.Result{RequeueAfter: s.requeue}, nil
 }
 
 // evaluate applies the policy to csr as its issuer and pods are now. It
 // returns the issuer (nil when it does not exist, which is a denial), the
-// pod the request is for if it exists, and the decision.
-func (r *Reconciler) evaluate(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (v1alpha1.GenericIssuer, *corev1.Pod, policy.Decision, error) {
+// pod the request is for if it exists, the decision, and, when it is
+// allowed, what the certificate is to say.
+func (r *Reconciler) evaluate(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, ref request.IssuerRef) (v1alpha1.GenericIssuer, *corev1.Pod, policy.Decision, *issuer.Request, error) {
 	in := policy.Input{
-		DriverUsername:  r.driver,
-		DriverNamespace: r.opts.DriverNamespace,
-		DriverDaemonSet: r.opts.DriverDaemonSet,
-		ClusterDomain:   r.opts.ClusterDomain,
-		TrustDomain:     r.opts.TrustDomain,
-		Issuer:          ref,
-		CSR:             csr,
-		Request:         parsed,
+		CSRSource: policy.CSRSource{
+			DriverUsername:  r.driver,
+			DriverNamespace: r.opts.DriverNamespace,
+			DriverDaemonSet: r.opts.DriverDaemonSet,
+			CSR:             csr,
+		},
+		ClusterDomain: r.opts.ClusterDomain,
+		TrustDomain:   r.opts.TrustDomain,
+		Issuer:        ref,
+	}
+	if parsed, err := pki.ParseCertificateRequest(csr.Spec.Request); err == nil {
+		in.Request = parsed
 	}
 	iss, err := r.getIssuer(ctx, ref)
 	if apierrors.IsNotFound(err) {
 		ns, name, _ := policy.PodReference(csr)
 		pod, err := r.getPod(ctx, r.client, ns, name)
-		return nil, pod, policy.Decision{Reason: ReasonIssuerNotFound, Message: r.issuerNotFound(ctx, ref, ns)}, err
+		return nil, pod, policy.Decision{Reason: ReasonIssuerNotFound, Message: r.issuerNotFound(ctx, ref, ns)}, nil, err
 	}
 	if err != nil {
-		return nil, nil, policy.Decision{}, err
+		return nil, nil, policy.Decision{}, nil, err
 	}
 	in.Policy = iss.GetSpec().Policy
 
-	if err := r.lookupPods(ctx, r.client, &in); err != nil {
-		return nil, nil, policy.Decision{}, err
+	if err := r.lookupPods(ctx, r.client, &in.CSRSource); err != nil {
+		return nil, nil, policy.Decision{}, nil, err
 	}
 	d := policy.Decide(in)
 	if !d.Allowed && podDependent(d.Reason) && csr.Spec.Username == r.driver {
 		// The cache may not have seen a pod (or the driver's DaemonSet)
 		// that was just created or replaced; ask the API server before
 		// denying.
-		if err := r.lookupPods(ctx, r.live, &in); err != nil {
-			return nil, nil, policy.Decision{}, err
+		if err := r.lookupPods(ctx, r.live, &in.CSRSource); err != nil {
+			return nil, nil, policy.Decision{}, nil, err
 		}
 		d = policy.Decide(in)
 	}
-	return iss, in.Pod, d, nil
+	var req *issuer.Request
+	if d.Allowed {
+		req = policy.CSRRequest(csr, in.Request)
+	}
+	return iss, in.Pod, d, req, nil
 }
 
 // podDependent reports whether a denial for reason could be an artefact of a
@@ -330,126 +423,6 @@ func podDependent(reason string) bool {
 	return false
 }
 
-// sign issues the certificate of an approved request.
-func (r *Reconciler) sign(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, parsed *x509.CertificateRequest, ref request.IssuerRef) (reconcile.Result, error) {
-	iss, err := r.getIssuer(ctx, ref)
-	if apierrors.IsNotFound(err) {
-		return r.fail(ctx, csr, ReasonIssuerNotFound, fmt.Sprintf("%s does not exist", ref))
-	}
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	if !issuercontroller.IsReady(iss) {
-		log.FromContext(ctx).Info("approved request waits for issuer to become Ready", "issuer", ref.String())
-		return reconcile.Result{RequeueAfter: issuerWait}, nil
-	}
-	if parsed == nil {
-		return r.fail(ctx, csr, policy.ReasonInvalidRequest, "spec.request is not a valid PEM certificate request")
-	}
-	backend, err := r.opts.Backends.For(iss.GetSpec())
-	if err != nil {
-		return r.fail(ctx, csr, issuercontroller.ReasonNoBackend, err.Error())
-	}
-
-	pol := iss.GetSpec().Policy
-	isCA := policy.RequestsCA(parsed)
-	if isCA && (pol == nil || !pol.AllowCA) {
-		// Only a request approved by someone else gets here: policy denies
-		// these itself.
-		return r.fail(ctx, csr, policy.ReasonCANotAllowed, fmt.Sprintf("%s does not issue CA certificates (policy.allowCA)", ref))
-	}
-
-	start := r.opts.Clock.Now()
-	chain, err := backend.Sign(ctx, iss, issuer.Request{
-		CSR:      parsed,
-		Duration: policy.Duration(csr, pol),
-		Usages:   csr.Spec.Usages,
-		IsCA:     isCA,
-	})
-	metrics.SignDuration.WithLabelValues(csr.Spec.SignerName).Observe(r.opts.Clock.Since(start).Seconds())
-	if err != nil {
-		switch outcome, after := issuer.Classify(err); outcome {
-		case issuer.Fail:
-			return r.fail(ctx, csr, ReasonSigningFailed, err.Error())
-		case issuer.Wait:
-			return reconcile.Result{RequeueAfter: after}, nil
-		case issuer.WaitForIssuer:
-			log.FromContext(ctx).Info("issuer cannot sign yet", "issuer", ref.String(), "reason", err.Error())
-			return reconcile.Result{RequeueAfter: issuerWait}, nil
-		}
-		return reconcile.Result{}, fmt.Errorf("signing: %w", err)
-	}
-	wait, err := waitForPublishedCA(ctx, iss, chain)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	if wait {
-		return reconcile.Result{RequeueAfter: issuerWait}, nil
-	}
-
-	csr.Status.Certificate = chain
-	if err := r.client.Status().Update(ctx, csr); err != nil {
-		return reconcile.Result{}, fmt.Errorf("writing the certificate: %w", err)
-	}
-	r.rememberOwnWrite(csr)
-	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultSigned).Inc()
-	return reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, nil
-}
-
-// waitForPublishedCA reports whether chain must not be handed out yet
-// because iss's published trust bundle does not hold the CA that signed
-// it: after a rotation the backend may sign with the new CA a moment
-// before the issuer controller has published it. The request waits, and
-// the issuer's status update wakes it.
-func waitForPublishedCA(ctx context.Context, iss v1alpha1.GenericIssuer, chain []byte) (bool, error) {
-	trusted, err := issuercontroller.PublishedBundleTrusts(iss, chain)
-	if err != nil {
-		return false, fmt.Errorf("checking the signed chain against the trust bundle: %w", err)
-	}
-	if !trusted {
-		log.FromContext(ctx).Info("waiting for the issuer to publish the CA that signed the request", "issuer", issuer.RefFor(iss).String())
-	}
-	return !trusted, nil
-}
-
-func (r *Reconciler) deny(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, pod *corev1.Pod, d policy.Decision) error {
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type:           certificatesv1.CertificateDenied,
-		Status:         corev1.ConditionTrue,
-		Reason:         d.Reason,
-		Message:        d.Message,
-		LastUpdateTime: metav1.NewTime(r.opts.Clock.Now()),
-	})
-	if err := r.client.SubResource("approval").Update(ctx, csr); err != nil {
-		return fmt.Errorf("denying: %w", err)
-	}
-	r.rememberOwnWrite(csr)
-	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultDenied).Inc()
-	log.FromContext(ctx).Info("denied certificate request", "reason", d.Reason, "message", d.Message)
-	r.event(pod, csr, corev1.EventTypeWarning, d.Reason, "Deny", "certificate request %s denied: %s", csr.Name, d.Message)
-	return nil
-}
-
-func (r *Reconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, reason, message string) (reconcile.Result, error) {
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type:           certificatesv1.CertificateFailed,
-		Status:         corev1.ConditionTrue,
-		Reason:         reason,
-		Message:        message,
-		LastUpdateTime: metav1.NewTime(r.opts.Clock.Now()),
-	})
-	if err := r.client.Status().Update(ctx, csr); err != nil {
-		return reconcile.Result{}, fmt.Errorf("marking the request failed: %w", err)
-	}
-	r.rememberOwnWrite(csr)
-	metrics.Requests.WithLabelValues(csr.Spec.SignerName, metrics.ResultFailed).Inc()
-	log.FromContext(ctx).Info("signing failed", "reason", reason, "message", message)
-	ns, name, _ := policy.PodReference(csr)
-	pod, _ := r.getPod(ctx, r.client, ns, name)
-	r.event(pod, csr, corev1.EventTypeWarning, reason, "Sign", "signing certificate request %s failed: %s", csr.Name, message)
-	return reconcile.Result{RequeueAfter: r.opts.CleanupGrace}, nil
-}
-
 // cleanup deletes csr once it has been finished (or pending) for longer
 // than grace, and otherwise comes back when it will have been.
 func (r *Reconciler) cleanup(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, grace time.Duration) (reconcile.Result, error) {
@@ -460,7 +433,7 @@ func (r *Reconciler) cleanup(ctx context.Context, csr *certificatesv1.Certificat
 	if err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("deleting: %w", err)
 	}
-	log.FromContext(ctx).V(1).Info("deleted finished certificate request", "name", csr.Name)
+	log.FromContext(ctx).V(1).Info("deleted finished certificate request", logkeys.CSR, csr.Name)
 	return reconcile.Result{}, nil
 }
 
@@ -516,7 +489,7 @@ func (r *Reconciler) getIssuer(ctx context.Context, ref request.IssuerRef) (v1al
 // lookupPods fills in.Pod, in.DriverPod and in.DriverDaemonSetUID from
 // reader; a pod that does not exist is left nil, a DaemonSet that does not
 // exist leaves the UID empty.
-func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *policy.Input) error {
+func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *policy.CSRSource) error {
 	var err error
 	ns, name, _ := policy.PodReference(in.CSR)
 	if in.Pod, err = r.getPod(ctx, reader, ns, name); err != nil {
@@ -583,18 +556,6 @@ func (r *Reconciler) forgetOwnWrite(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.ownWrites, name)
-}
-
-func parseRequest(data []byte) *x509.CertificateRequest {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil || req.CheckSignature() != nil {
-		return nil
-	}
-	return req
 }
 
 func hasCondition(csr *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {

@@ -1,11 +1,6 @@
 package csr
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"testing"
 	"time"
 
@@ -75,32 +70,6 @@ func TestFinishedAndLastChange(t *testing.T) {
 	denied := &certificatesv1.CertificateSigningRequest{Status: certificatesv1.CertificateSigningRequestStatus{Conditions: []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateDenied, Status: corev1.ConditionTrue}}}}
 	if !finished(denied) {
 		t.Error("a denied request is not finished")
-	}
-}
-
-func TestParseRequestRejectsBadInput(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"a"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	if parseRequest(good) == nil {
-		t.Fatal("a valid request did not parse")
-	}
-	tampered := append([]byte{}, der...)
-	tampered[len(tampered)-1] ^= 0xff
-	for name, data := range map[string][]byte{
-		"no PEM":        []byte("nope"),
-		"wrong type":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		"bad signature": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered}),
-	} {
-		if parseRequest(data) != nil {
-			t.Errorf("%s: parsed", name)
-		}
 	}
 }
 

@@ -28,62 +28,59 @@ import (
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/controller/metrics"
 	"github.com/certmint/certmint/pkg/issuer"
-	"github.com/certmint/certmint/pkg/issuer/selfsigned"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/policy"
 	"github.com/certmint/certmint/pkg/request"
 )
 
-// IndexCASecretName indexes issuers by spec.ca.secretName so a Secret change
-// finds the issuers that use it.
-const IndexCASecretName = "spec.ca.secretName"
-
-// ReasonNoBackend is the Ready reason of an issuer whose spec selects no
-// backend this controller has.
-const ReasonNoBackend = "NoBackend"
+// IndexSecrets indexes issuers by the Secrets their backend reads
+// ("namespace/name"), so a change of a Secret finds the issuers that use
+// it.
+const IndexSecrets = "certmint.io/secrets"
 
 // Options configures the issuer controllers.
 type Options struct {
-	// Backends sign for each kind of spec. Required.
-	Backends issuer.Backends
-	// ClusterResourceNamespace is where ClusterIssuer Secrets and generated
-	// roots live. Required.
-	ClusterResourceNamespace string
+	// Registry has every kind of backend. Required.
+	Registry *issuer.Registry
 	// Clock defaults to the real clock.
 	Clock clock.PassiveClock
 }
 
 // Reconciler reconciles one kind: Issuer or ClusterIssuer.
 type Reconciler struct {
-	client    client.Client
-	kind      request.IssuerKind
-	backends  issuer.Backends
-	clusterNS string
-	clock     clock.PassiveClock
+	client   client.Client
+	kind     request.IssuerKind
+	registry *issuer.Registry
+	clock    clock.PassiveClock
 }
 
 // SetupWithManager registers the Issuer and ClusterIssuer controllers and
-// the index they share with the request controller.
+// the index they share with the request controller. They watch the
+// metadata of Secrets, not their data: a backend reads a Secret itself
+// (issuer.Secrets) when the watch shows it changed.
 func SetupWithManager(ctx context.Context, mgr manager.Manager, opts Options) error {
-	if opts.ClusterResourceNamespace == "" {
-		return errors.New("issuer controller: ClusterResourceNamespace is required")
+	if opts.Registry == nil {
+		return errors.New("issuer controller: Registry is required")
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
 	for _, kind := range []request.IssuerKind{request.KindIssuer, request.KindClusterIssuer} {
-		r := &Reconciler{client: mgr.GetClient(), kind: kind, backends: opts.Backends, clusterNS: opts.ClusterResourceNamespace, clock: opts.Clock}
+		r := &Reconciler{client: mgr.GetClient(), kind: kind, registry: opts.Registry, clock: opts.Clock}
 		obj := r.newObject()
-		if err := mgr.GetFieldIndexer().IndexField(ctx, obj, IndexCASecretName, func(o client.Object) []string {
-			if spec := o.(v1alpha1.GenericIssuer).GetSpec(); spec.CA != nil {
-				return []string{spec.CA.SecretName}
+		if err := mgr.GetFieldIndexer().IndexField(ctx, obj, IndexSecrets, func(o client.Object) []string {
+			var keys []string
+			for _, ref := range opts.Registry.Secrets(o.(v1alpha1.GenericIssuer)) {
+				keys = append(keys, ref.String())
 			}
-			return nil
+			return keys
 		}); err != nil {
-			return fmt.Errorf("indexing %s by CA Secret: %w", kind, err)
+			return fmt.Errorf("indexing %s by Secret: %w", kind, err)
 		}
 		err := builder.ControllerManagedBy(mgr).
 			Named(string(kind)).
 			For(obj).
-			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.issuersForSecret)).
+			WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.issuersForSecret)).
 			Complete(r)
 		if err != nil {
 			return fmt.Errorf("setting up the %s controller: %w", kind, err)
@@ -99,34 +96,21 @@ func (r *Reconciler) newObject() v1alpha1.GenericIssuer {
 	return &v1alpha1.Issuer{}
 }
 
-// issuersForSecret maps a Secret to the issuers of r's kind that read it:
-// the ones whose ca.secretName names it, or the one a generated root is for.
+// issuersForSecret maps a Secret to the issuers of r's kind whose backend
+// reads it.
 func (r *Reconciler) issuersForSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	labels := o.GetLabels()
-	if kind := labels[issuer.LabelIssuerKind]; kind != "" {
-		if o.GetNamespace() != r.clusterNS || request.IssuerKind(kind) != r.kind {
-			return nil
-		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: labels[issuer.LabelIssuerNamespace], Name: labels[issuer.LabelIssuerName]}}}
-	}
-	opts := []client.ListOption{client.MatchingFields{IndexCASecretName: o.GetName()}}
-	switch {
-	case r.kind == request.KindIssuer:
-		opts = append(opts, client.InNamespace(o.GetNamespace()))
-	case o.GetNamespace() != r.clusterNS:
-		return nil
-	}
+	key := client.MatchingFields{IndexSecrets: client.ObjectKeyFromObject(o).String()}
 	if r.kind == request.KindIssuer {
 		var issuers v1alpha1.IssuerList
-		if err := r.client.List(ctx, &issuers, opts...); err != nil {
-			log.FromContext(ctx).Error(err, "listing Issuers for a Secret", "secret", client.ObjectKeyFromObject(o))
+		if err := r.client.List(ctx, &issuers, key); err != nil {
+			log.FromContext(ctx).Error(err, "listing Issuers for a Secret", logkeys.Secret, client.ObjectKeyFromObject(o).String())
 			return nil
 		}
 		return requestsFor(issuers.Items)
 	}
 	var issuers v1alpha1.ClusterIssuerList
-	if err := r.client.List(ctx, &issuers, opts...); err != nil {
-		log.FromContext(ctx).Error(err, "listing ClusterIssuers for a Secret", "secret", client.ObjectKeyFromObject(o))
+	if err := r.client.List(ctx, &issuers, key); err != nil {
+		log.FromContext(ctx).Error(err, "listing ClusterIssuers for a Secret", logkeys.Secret, client.ObjectKeyFromObject(o).String())
 		return nil
 	}
 	return requestsFor(issuers.Items)
@@ -165,7 +149,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 
 	now := r.clock.Now()
-	t, err := nextTrust(iss.GetStatus(), iss.GetSpec(), st, now)
+	t, err := nextTrust(iss.GetStatus(), r.signing(iss), st, now)
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("computing the trust bundle of %s: %w", ref, err)
 	}
@@ -188,11 +172,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 // check computes the issuer's readiness; it writes nothing but a generated
 // root.
 func (r *Reconciler) check(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer.Status, error) {
-	backend, err := r.backends.For(iss.GetSpec())
+	kind, err := r.registry.For(iss.GetSpec())
 	if err != nil {
-		return issuer.Status{Reason: ReasonNoBackend, Message: err.Error()}, nil
+		return issuer.Status{Reason: issuer.ReasonNoBackend, Message: err.Error()}, nil
 	}
-	return backend.Ready(ctx, iss)
+	return kind.Backend.Ready(ctx, iss)
+}
+
+// signing is how iss signs, for its trust: which kind of backend, its
+// policy, and the longest lifetime a certificate it signs may have (the
+// backend's own bound when it chooses lifetimes itself, else the policy's
+// maximum).
+func (r *Reconciler) signing(iss v1alpha1.GenericIssuer) signer {
+	spec := iss.GetSpec()
+	s := signer{policy: spec.Policy, maxLifetime: policy.MaxDuration(spec.Policy)}
+	if kind, err := r.registry.For(spec); err == nil {
+		s.kind = kind.Name
+		if kind.MaxLifetime > 0 {
+			s.maxLifetime = kind.MaxLifetime
+		}
+	}
+	return s
 }
 
 // applyStatus writes the Ready condition and the trust when they changed.
@@ -231,29 +231,18 @@ func (r *Reconciler) applyStatus(ctx context.Context, iss v1alpha1.GenericIssuer
 	switch {
 	case t.rotated:
 		logger.Info("issuer signs with a new CA; the old one stays trusted while it retires",
-			"caFingerprint", t.signing.CAFingerprint, "retiringCAs", len(t.retiring), "reissueBefore", t.reissueBefore.Time)
+			logkeys.CAFingerprint, t.signing.CAFingerprint, logkeys.RetiringCAs, len(t.retiring), logkeys.ReissueBefore, t.reissueBefore.Time)
 	case t.reconfigured:
-		logger.Info("issuer spec changes what it signs; asking drivers to re-issue", "reissueBefore", t.reissueBefore.Time)
+		logger.Info("issuer spec changes what it signs; asking drivers to re-issue", logkeys.ReissueBefore, t.reissueBefore.Time)
 	}
-	logger.Info("issuer status", "ready", st.Ready, "reason", cond.Reason, "message", cond.Message, "retiringCAs", len(t.retiring))
+	logger.Info("issuer status", logkeys.Ready, st.Ready, logkeys.Reason, cond.Reason, logkeys.Message, cond.Message, logkeys.RetiringCAs, len(t.retiring))
 	return nil
 }
 
-// forget cleans up after a deleted issuer: its generated root, if it had
-// one, and its metric.
+// forget cleans up after a deleted issuer: what its backend kept for it,
+// and its metric.
 func (r *Reconciler) forget(ctx context.Context, key types.NamespacedName) error {
 	ref := request.IssuerRef{Kind: r.kind, Namespace: key.Namespace, Name: key.Name}
 	metrics.IssuerReady.DeleteLabelValues(ref.SignerName())
-	root := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.clusterNS, Name: selfsigned.RootSecretName(ref)}}
-	if err := r.client.Delete(ctx, root); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting the generated root of %s: %w", ref, err)
-	}
-	return nil
-}
-
-// IsReady reports whether iss's status says it can sign for its current
-// spec.
-func IsReady(iss v1alpha1.GenericIssuer) bool {
-	cond := meta.FindStatusCondition(iss.GetStatus().Conditions, v1alpha1.ConditionReady)
-	return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == iss.GetGeneration()
+	return r.registry.Forget(ctx, ref)
 }

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +26,7 @@ func (b *fixedBackend) Ready(context.Context, v1alpha1.GenericIssuer) (issuer.St
 	return b.status, nil
 }
 
-func (b *fixedBackend) Sign(context.Context, v1alpha1.GenericIssuer, issuer.Request) ([]byte, error) {
+func (b *fixedBackend) Sign(context.Context, v1alpha1.GenericIssuer, *issuer.Request) ([]byte, error) {
 	return nil, issuer.Permanentf("not used")
 }
 
@@ -47,8 +48,9 @@ func TestReconcilePublishesReadinessAndKeepsTheLastTrustBundle(t *testing.T) {
 				return c.SubResource(sub).Update(ctx, obj, opts...)
 			},
 		}).Build()
-	backend := &fixedBackend{status: issuer.Status{Ready: true, Reason: v1alpha1.ReasonReady, Message: "ok", TrustBundle: []byte("bundle")}}
-	r := &Reconciler{client: cl, kind: request.KindIssuer, backends: issuer.Backends{CA: backend}, clusterNS: "certmint", clock: clocktesting.NewFakePassiveClock(metav1.Now().Time)}
+	bundle := newTestCA(t, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), nil).pem()
+	backend := &fixedBackend{status: issuer.Status{Ready: true, Reason: v1alpha1.ReasonReady, Message: "ok", TrustBundle: []byte(bundle)}}
+	r := &Reconciler{client: cl, kind: request.KindIssuer, registry: registryOf(t, caKind(backend)), clock: clocktesting.NewFakePassiveClock(metav1.Now().Time)}
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(iss)}
 
 	get := func() *v1alpha1.Issuer {
@@ -63,15 +65,15 @@ func TestReconcilePublishesReadinessAndKeepsTheLastTrustBundle(t *testing.T) {
 	}
 	got := get()
 	cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady)
-	if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != 3 || got.Status.TrustBundle != "bundle" {
+	if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != 3 || got.Status.TrustBundle != bundle {
 		t.Fatalf("status = %+v, want Ready for generation 3 with the bundle", got.Status)
 	}
-	if !IsReady(got) {
+	if !issuer.IsReady(got) {
 		t.Error("IsReady is false for a Ready issuer")
 	}
 	edited := got.DeepCopy()
 	edited.Generation = 4
-	if IsReady(edited) {
+	if issuer.IsReady(edited) {
 		t.Error("IsReady trusts a status written for an older generation of the spec")
 	}
 
@@ -91,10 +93,25 @@ func TestReconcilePublishesReadinessAndKeepsTheLastTrustBundle(t *testing.T) {
 	if cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonSecretNotFound {
 		t.Errorf("condition = %+v, want False SecretNotFound", cond)
 	}
-	if got.Status.TrustBundle != "bundle" {
+	if got.Status.TrustBundle != bundle {
 		t.Error("a not-ready issuer dropped its trust bundle; certificates it issued would stop verifying")
 	}
-	if IsReady(got) {
+	if issuer.IsReady(got) {
 		t.Error("IsReady is true for a not-ready issuer")
 	}
+}
+
+// registryOf is a registry of kinds, failing t if it is refused.
+func registryOf(t *testing.T, kinds ...issuer.Kind) *issuer.Registry {
+	t.Helper()
+	r, err := issuer.NewRegistry(kinds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// caKind registers b as the backend of ca specs.
+func caKind(b issuer.Backend) issuer.Kind {
+	return issuer.Kind{Name: "ca", Selected: func(spec *v1alpha1.IssuerSpec) bool { return spec.CA != nil }, Backend: b}
 }

@@ -4,22 +4,18 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
-	"github.com/certmint/certmint/pkg/policy"
+	"github.com/certmint/certmint/pkg/pki"
 )
 
 // trust is the part of an issuer's status that says what relying parties
@@ -37,12 +33,21 @@ type trust struct {
 	nextExpiry time.Time
 }
 
-// nextTrust computes the trust of an issuer whose status is prev, at now,
-// given what its backend reported. Relying parties must never see a bundle
-// that rejects a certificate still valid, so a CA the issuer stops signing
-// with retires rather than leaves: it stays in the bundle until the last
-// certificate it can have signed has expired.
-func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer.Status, now time.Time) (trust, error) {
+// signer is how an issuer signs, as far as its trust cares.
+type signer struct {
+	// kind is the name of its backend's kind; policy its policy block.
+	kind   string
+	policy *v1alpha1.Policy
+	// maxLifetime is the longest a certificate it signs may live.
+	maxLifetime time.Duration
+}
+
+// nextTrust computes the trust of an issuer whose status is prev, signing
+// as s, at now, given what its backend reported. Relying parties must never
+// see a bundle that rejects a certificate still valid, so a CA the issuer
+// stops signing with retires rather than leaves: it stays in the bundle
+// until the last certificate it can have signed has expired.
+func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time.Time) (trust, error) {
 	retiring := slices.DeleteFunc(slices.Clone(prev.RetiringCAs), func(r v1alpha1.RetiringCA) bool {
 		return !r.Until.After(now)
 	})
@@ -60,7 +65,7 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 		return t, nil
 	}
 
-	anchors, err := parsePEMCertificates(string(st.TrustBundle))
+	anchors, err := pki.ParseCertificates(st.TrustBundle)
 	if err != nil {
 		return trust{}, fmt.Errorf("parsing the backend's trust bundle: %w", err)
 	}
@@ -70,8 +75,8 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 	})
 	next := &v1alpha1.SigningState{
 		CAFingerprint: caIdentity(st),
-		ConfigHash:    configHash(spec),
-		MaxDuration:   metav1.Duration{Duration: policy.MaxDuration(spec.Policy)},
+		ConfigHash:    configHash(s),
+		MaxDuration:   metav1.Duration{Duration: s.maxLifetime},
 	}
 	published, err := parsePEMCertificates(prev.TrustBundle)
 	if err != nil {
@@ -90,27 +95,18 @@ func nextTrust(prev *v1alpha1.IssuerStatus, spec *v1alpha1.IssuerSpec, st issuer
 		// to ask of drivers.
 	case old.CAFingerprint != next.CAFingerprint:
 		// Certificates signed until now live no longer than the CA
-		// certificates they chain to, and at most old.MaxDuration when the
-		// issuer chose their lifetime. An ACME server picks the lifetime
-		// itself and may ignore the one asked for; bound it by
-		// acmeMaxLifetime rather than by the anchor, which may be valid for
-		// decades and is often removed precisely to stop trusting it.
-		lifetimeBounded := !strings.HasPrefix(old.CAFingerprint, bundleIdentityPrefix)
-		if old.CAFingerprint == "" {
-			// A status from before the controller recorded it (see
-			// above): the backend signed as it does now.
-			lifetimeBounded = st.CA != nil
-		}
+		// certificates they chain to, nor than old.MaxDuration: the
+		// longest lifetime the policy allowed, or the backend's own bound
+		// when it chose lifetimes itself (an ACME server may ignore the
+		// one asked for). That bound, not the anchor's expiry, ends the
+		// overlap: an anchor may be valid for decades, and is often
+		// replaced precisely to stop trusting it.
 		for _, c := range published {
 			if slices.ContainsFunc(anchors, c.Equal) || retiringContains(retiring, c) {
 				continue
 			}
 			until := c.NotAfter
-			maxLifetime := acmeMaxLifetime
-			if lifetimeBounded {
-				maxLifetime = old.MaxDuration.Duration
-			}
-			if lastExpiry := now.Add(maxLifetime); lastExpiry.Before(until) {
+			if lastExpiry := now.Add(old.MaxDuration.Duration); lastExpiry.Before(until) {
 				until = lastExpiry
 			}
 			if until.After(now) {
@@ -174,11 +170,11 @@ func retiringContains(retiring []v1alpha1.RetiringCA, c *x509.Certificate) bool 
 }
 
 func containsPEM(certs []*x509.Certificate, pemText string) bool {
-	block, _ := pem.Decode([]byte(pemText))
-	if block == nil {
+	ders, err := pki.CertificateDERs([]byte(pemText))
+	if err != nil {
 		return false
 	}
-	return slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return bytes.Equal(c.Raw, block.Bytes) })
+	return slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return bytes.Equal(c.Raw, ders[0]) })
 }
 
 func firstUntil(retiring []v1alpha1.RetiringCA) time.Time {
@@ -207,60 +203,32 @@ func caIdentity(st issuer.Status) string {
 // its own.
 const bundleIdentityPrefix = "bundle:"
 
-// acmeMaxLifetime bounds the certificates of a backend that does not choose
-// their lifetime: public ACME CAs issue for 90 days at most.
-const acmeMaxLifetime = 100 * 24 * time.Hour
-
 func fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:])
 }
 
 // configHash hashes what, besides the CA, shapes the certificates an issuer
-// signs: which backend it uses and its policy. Other settings (which Secret
-// holds the CA, how a backend authenticates) change nothing a relying party
-// sees, so they do not ask drivers to re-issue.
-func configHash(spec *v1alpha1.IssuerSpec) string {
-	// The backend is whichever spec field other than policy is set, so a
-	// backend added later counts without a change here.
-	fields := map[string]json.RawMessage{}
-	if raw, err := json.Marshal(spec); err == nil {
-		_ = json.Unmarshal(raw, &fields)
-	}
-	var backends []string
-	for name := range fields {
-		if name != "policy" {
-			backends = append(backends, name)
-		}
-	}
-	slices.Sort(backends)
-	pol, _ := json.Marshal(spec.Policy)
-	sum := sha256.Sum256([]byte(strings.Join(backends, ",") + "\n" + string(pol)))
+// signs: which kind of backend it uses and its policy. Other settings
+// (which Secret holds the CA, how a backend authenticates) change nothing a
+// relying party sees, so they do not ask drivers to re-issue.
+func configHash(s signer) string {
+	pol, _ := json.Marshal(s.policy)
+	sum := sha256.Sum256([]byte(s.kind + "\n" + string(pol)))
 	return hex.EncodeToString(sum[:16])
 }
 
+// parsePEMCertificates parses a published trust bundle, which is empty
+// before an issuer was first Ready.
 func parsePEMCertificates(text string) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := []byte(text)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return certs, nil
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
+	if strings.TrimSpace(text) == "" {
+		return nil, nil
 	}
+	return pki.ParseCertificates([]byte(text))
 }
 
 func encodePEM(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	return pki.EncodeCertificates(c)
 }
 
 // ceilTime rounds t up to the whole second the API keeps of it, so a
@@ -277,111 +245,4 @@ func ceilTime(t time.Time) metav1.Time {
 func ptrTime(t time.Time) *metav1.Time {
 	mt := ceilTime(t)
 	return &mt
-}
-
-// PublishedBundleTrusts reports whether chain, as a backend's Sign returns
-// it (leaf first, roots left out), chains to a CA in the trust bundle iss
-// has published. A certificate from a CA that bundle lacks would be
-// rejected by relying parties holding it, as happens for a moment after a
-// rotation until the issuer controller publishes the new CA. An issuer
-// that publishes no bundle leaves relying parties nothing to check against,
-// so every chain passes.
-//
-// The chain is anchored when any of its certificates is an anchor or is
-// signed by one, not only its last: an ACME chain may end in a root
-// cross-signed by an older CA while the bundle holds the same root
-// self-signed, and relying parties build their path to that anchor from
-// below the cross-signed certificate. Validity periods and key usages are
-// left to relying parties: the question here is only which CA anchors the
-// chain, and its answer does not change with the time it is asked.
-func PublishedBundleTrusts(iss v1alpha1.GenericIssuer, chain []byte) (bool, error) {
-	bundle := iss.GetStatus().TrustBundle
-	if bundle == "" {
-		return true, nil
-	}
-	var ders [][]byte
-	for rest := chain; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if block.Type == "CERTIFICATE" {
-			ders = append(ders, block.Bytes)
-		}
-	}
-	if len(ders) == 0 {
-		return false, fmt.Errorf("the signed chain holds no certificate")
-	}
-	// Above the leaf the answer is the same for every request: check the
-	// intermediates once per bundle rather than once per request.
-	leaf, intermediates := ders[0], ders[1:]
-	var memoKey [sha256.Size]byte
-	if len(intermediates) > 0 {
-		memoKey = intermediatesKey(bundle, intermediates)
-		if _, ok := trustedIntermediates.Load(memoKey); ok {
-			return true, nil
-		}
-	}
-	anchors, err := parsePEMCertificates(bundle)
-	if err != nil {
-		return false, fmt.Errorf("parsing the published trust bundle: %w", err)
-	}
-	for _, der := range intermediates {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return false, fmt.Errorf("parsing the signed chain: %w", err)
-		}
-		if anchoredBy(anchors, c) {
-			rememberTrusted(memoKey)
-			return true, nil
-		}
-	}
-	c, err := x509.ParseCertificate(leaf)
-	if err != nil {
-		return false, fmt.Errorf("parsing the signed chain: %w", err)
-	}
-	return anchoredBy(anchors, c), nil
-}
-
-// anchoredBy reports whether c is one of anchors or is signed by one.
-func anchoredBy(anchors []*x509.Certificate, c *x509.Certificate) bool {
-	return slices.ContainsFunc(anchors, func(a *x509.Certificate) bool {
-		// Names alone do not tell CAs apart: a replacement root often has
-		// the same subject as the one it replaces.
-		return a.Equal(c) || bytes.Equal(a.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(a) == nil
-	})
-}
-
-// intermediatesKey identifies a published bundle and the intermediates of
-// a chain; the bundle's length goes first so that no other bundle and
-// intermediates hash the same bytes.
-func intermediatesKey(bundle string, intermediates [][]byte) [sha256.Size]byte {
-	h := sha256.New()
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(bundle))))
-	h.Write([]byte(bundle))
-	for _, der := range intermediates {
-		h.Write(der)
-	}
-	var key [sha256.Size]byte
-	h.Sum(key[:0])
-	return key
-}
-
-// trustedIntermediates holds hashes of (published bundle, intermediates)
-// pairs found to chain. Only positive answers are kept, each for an exact
-// bundle, so an entry never outlives its truth; it is bounded because a
-// bundle changes only at rotations.
-var (
-	trustedIntermediates     sync.Map
-	trustedIntermediateCount atomic.Int64
-)
-
-const maxTrustedIntermediates = 1024
-
-func rememberTrusted(key [sha256.Size]byte) {
-	if trustedIntermediateCount.Add(1) > maxTrustedIntermediates {
-		trustedIntermediates.Clear()
-		trustedIntermediateCount.Store(1)
-	}
-	trustedIntermediates.Store(key, struct{}{})
 }

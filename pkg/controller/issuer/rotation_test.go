@@ -25,7 +25,9 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/acme"
 	"github.com/certmint/certmint/pkg/issuer/ca"
+	"github.com/certmint/certmint/pkg/policy"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -149,11 +151,11 @@ func newRotationRig(t *testing.T, first *testCA, pol *v1alpha1.Policy) *rotation
 // change of leader: nothing but the API carries over.
 func (r *rotationRig) reconcile() reconcile.Result {
 	r.t.Helper()
-	backend, err := ca.New(ca.Options{Loader: ca.NewLoader(r.client), ClusterResourceNamespace: "certmint", Clock: r.clock})
+	backend, err := ca.New(ca.Options{Loader: ca.NewLoader(issuer.NewSecrets(r.client, r.client)), ClusterResourceNamespace: "certmint", Clock: r.clock})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	rec := &Reconciler{client: r.client, kind: request.KindIssuer, backends: issuer.Backends{CA: backend}, clusterNS: "certmint", clock: r.clock}
+	rec := &Reconciler{client: r.client, kind: request.KindIssuer, registry: registryOf(r.t, backend.Kind()), clock: r.clock}
 	res, err := rec.Reconcile(r.ctx, reconcile.Request{NamespacedName: r.key})
 	if err != nil {
 		r.t.Fatal(err)
@@ -387,7 +389,7 @@ func TestNotReadyIssuerStillDropsRetiredCAs(t *testing.T) {
 
 	rig.replaceSecret(map[string][]byte{corev1.TLSCertKey: []byte("garbage"), corev1.TLSPrivateKeyKey: []byte("garbage")})
 	res := rig.reconcile()
-	if IsReady(rig.issuer()) {
+	if issuer.IsReady(rig.issuer()) {
 		t.Fatal("an issuer with a broken Secret is Ready")
 	}
 	rig.wantBundle("while not ready", newCA, oldCA)
@@ -434,7 +436,7 @@ func TestPublishedBundleTrusts(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			iss := &v1alpha1.Issuer{Status: v1alpha1.IssuerStatus{TrustBundle: c.bundle}}
-			got, err := PublishedBundleTrusts(iss, []byte(c.chain))
+			got, err := issuer.PublishedBundleTrusts(iss, []byte(c.chain))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -450,7 +452,7 @@ func TestABackendWithoutACAOfItsOwnRotatesWithItsTrustBundle(t *testing.T) {
 	oldRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(year), nil)
 	newRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(year), nil)
 	prev := &v1alpha1.IssuerStatus{}
-	spec := &v1alpha1.IssuerSpec{}
+	spec := acmeSigner
 	ready := func(root *testCA) issuer.Status {
 		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem())}
 	}
@@ -472,7 +474,7 @@ func TestAnUpgradedControllerRetiresCAsItFindsPublished(t *testing.T) {
 	year := 365 * 24 * time.Hour
 	oldRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(year), nil)
 	newRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(year), nil)
-	spec := &v1alpha1.IssuerSpec{}
+	spec := caSigner
 	ready := issuer.Status{Ready: true, TrustBundle: []byte(newRoot.pem()), CA: newRoot.cert}
 	for _, c := range []struct {
 		name         string
@@ -502,7 +504,7 @@ func (a *acmeStub) Ready(context.Context, v1alpha1.GenericIssuer) (issuer.Status
 	return issuer.Status{Ready: true, TrustBundle: []byte(a.root.pem())}, nil
 }
 
-func (a *acmeStub) Sign(context.Context, v1alpha1.GenericIssuer, issuer.Request) ([]byte, error) {
+func (a *acmeStub) Sign(context.Context, v1alpha1.GenericIssuer, *issuer.Request) ([]byte, error) {
 	panic("the issuer controller does not sign")
 }
 
@@ -521,7 +523,9 @@ func TestAnACMERootStaysTrustedForTheLongestACMELifetimeAfterTheServerMovesToAno
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(iss).WithStatusSubresource(iss).Build()
 	clock := clocktesting.NewFakeClock(t0)
 	backend := &acmeStub{root: oldRoot}
-	rec := &Reconciler{client: c, kind: request.KindIssuer, backends: issuer.Backends{ACME: backend}, clusterNS: "certmint", clock: clock}
+	rec := &Reconciler{client: c, kind: request.KindIssuer, clock: clock, registry: registryOf(t, issuer.Kind{
+		Name: "acme", Selected: func(spec *v1alpha1.IssuerSpec) bool { return spec.ACME != nil }, MaxLifetime: acme.MaxLifetime, Backend: backend,
+	})}
 	reconcileAndGet := func() (reconcile.Result, *v1alpha1.Issuer) {
 		t.Helper()
 		res, err := rec.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(iss)})
@@ -566,27 +570,31 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 	year := 365 * 24 * time.Hour
 	oldRoot := newTestCA(t, t0.Add(-year), t0.Add(2*year), nil)
 	newRoot := newTestCA(t, t0.Add(-time.Hour), t0.Add(5*year), nil)
-	spec := &v1alpha1.IssuerSpec{}
-	acme := func(root *testCA) issuer.Status { return issuer.Status{Ready: true, TrustBundle: []byte(root.pem())} }
-	withCA := func(root *testCA) issuer.Status {
-		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem()), CA: root.cert}
+	// An ACME backend and a CA, each signing as its kind declares.
+	type backend struct {
+		signer signer
+		status func(*testCA) issuer.Status
 	}
+	acme := backend{acmeSigner, func(root *testCA) issuer.Status { return issuer.Status{Ready: true, TrustBundle: []byte(root.pem())} }}
+	withCA := backend{caSigner, func(root *testCA) issuer.Status {
+		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem()), CA: root.cert}
+	}}
 	for _, c := range []struct {
 		name string
 		// recorded is false for a status from before the controller
 		// recorded what signs.
-		from, to  issuer.Status
+		from, to  backend
 		recorded  bool
 		wantUntil time.Time
 	}{
-		{name: "an ACME server moving to a new root", from: acme(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
-		{name: "a switch from ACME to a CA", from: acme(oldRoot), to: withCA(newRoot), recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
-		{name: "a switch from a CA to ACME", from: withCA(oldRoot), to: acme(newRoot), recorded: true, wantUntil: t0.Add(720 * time.Hour)},
-		{name: "an ACME issuer whose status predates the signing record", from: acme(oldRoot), to: acme(newRoot), wantUntil: t0.Add(acmeRootsRetireWithin)},
-		{name: "a CA issuer whose status predates the signing record", from: withCA(oldRoot), to: withCA(newRoot), wantUntil: t0.Add(720 * time.Hour)},
+		{name: "an ACME server moving to a new root", from: acme, to: acme, recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
+		{name: "a switch from ACME to a CA", from: acme, to: withCA, recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
+		{name: "a switch from a CA to ACME", from: withCA, to: acme, recorded: true, wantUntil: t0.Add(720 * time.Hour)},
+		{name: "an ACME issuer whose status predates the signing record", from: acme, to: acme, wantUntil: t0.Add(acmeRootsRetireWithin)},
+		{name: "a CA issuer whose status predates the signing record", from: withCA, to: withCA, wantUntil: t0.Add(720 * time.Hour)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			first, err := nextTrust(&v1alpha1.IssuerStatus{}, spec, c.from, t0.Add(-time.Hour))
+			first, err := nextTrust(&v1alpha1.IssuerStatus{}, c.from.signer, c.from.status(oldRoot), t0.Add(-time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -594,7 +602,7 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 			if c.recorded {
 				prev.Signing = first.signing
 			}
-			got, err := nextTrust(prev, spec, c.to, t0)
+			got, err := nextTrust(prev, c.to.signer, c.to.status(newRoot), t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -610,3 +618,11 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 // CAs issue for 90 days at most. Spelled out here, not taken from the code,
 // so that a change of the code's constant fails these tests.
 const acmeRootsRetireWithin = 100 * 24 * time.Hour
+
+// The signers of the two kinds of backend: a CA under the default policy,
+// and an ACME server, which chooses lifetimes itself up to the bound its
+// kind declares.
+var (
+	caSigner   = signer{kind: "ca", maxLifetime: policy.MaxDuration(nil)}
+	acmeSigner = signer{kind: "acme", maxLifetime: acme.MaxLifetime}
+)

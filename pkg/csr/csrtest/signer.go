@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -156,15 +157,8 @@ func (s *Signer) Sign(csr *certificatesv1.CertificateSigningRequest, now time.Ti
 }
 
 func (s *Signer) sign(csr *certificatesv1.CertificateSigningRequest, now time.Time, lifetime time.Duration) ([]byte, error) {
-	block, _ := pem.Decode(csr.Spec.Request)
-	if block == nil {
-		return nil, errors.New("request holds no PEM block")
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
+	req, err := pki.ParseCertificateRequest(csr.Spec.Request)
 	if err != nil {
-		return nil, err
-	}
-	if err := req.CheckSignature(); err != nil {
 		return nil, err
 	}
 	switch {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/pki"
 )
 
 // session is a registered account with what signing for one issuer needs.
@@ -119,19 +120,26 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 // there is none, and returns it with a version that changes when the
 // Secret is replaced or edited.
 func (b *Backend) accountKey(ctx context.Context, iss v1alpha1.GenericIssuer, ref types.NamespacedName) (crypto.Signer, string, error) {
-	var secret corev1.Secret
-	err := b.secrets.Get(ctx, ref, &secret)
+	secret, err := b.secrets.Get(ctx, ref)
 	if apierrors.IsNotFound(err) {
 		return b.createAccountKey(ctx, iss, ref)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the account key Secret %s: %w", ref, err)
 	}
-	key, err := parseAccountKey(secret.Data[corev1.TLSPrivateKeyKey])
+	keyPEM := secret.Data[corev1.TLSPrivateKeyKey]
+	key, err := parseAccountKey(keyPEM)
 	if err != nil {
 		return nil, "", &issuer.NotReadyError{Reason: v1alpha1.ReasonInvalidSecret, Message: fmt.Sprintf("Secret %s: %s: %v", ref, corev1.TLSPrivateKeyKey, err)}
 	}
-	return key, string(secret.UID) + "/" + secret.ResourceVersion, nil
+	return key, keyVersion(keyPEM), nil
+}
+
+// keyVersion identifies an account key by its bytes, so that editing the
+// Secret's labels does not register the account again.
+func keyVersion(keyPEM []byte) string {
+	sum := sha256.Sum256(keyPEM)
+	return hex.EncodeToString(sum[:])
 }
 
 func (b *Backend) createAccountKey(ctx context.Context, iss v1alpha1.GenericIssuer, ref types.NamespacedName) (crypto.Signer, string, error) {
@@ -158,66 +166,35 @@ func (b *Backend) createAccountKey(ctx context.Context, iss v1alpha1.GenericIssu
 		// on the next pass rather than guessing here.
 		return nil, "", fmt.Errorf("creating the account key Secret %s: %w", ref, err)
 	}
-	return key, string(secret.UID) + "/" + secret.ResourceVersion, nil
+	return key, keyVersion(secret.Data[corev1.TLSPrivateKeyKey]), nil
 }
 
 // parseAccountKey reads a PEM ECDSA or RSA private key, the kinds ACME
 // servers accept for accounts.
 func parseAccountKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, errors.New("no PEM private key")
-	}
-	var parsed any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
-		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		parsed, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("PEM block of type %q is not a private key", block.Type)
-	}
+	key, err := pki.ParsePrivateKey(data)
 	if err != nil {
 		return nil, err
 	}
-	switch key := parsed.(type) {
-	case *ecdsa.PrivateKey:
-		return key, nil
-	case *rsa.PrivateKey:
+	switch key.(type) {
+	case *ecdsa.PrivateKey, *rsa.PrivateKey:
 		return key, nil
 	}
-	return nil, fmt.Errorf("a %T cannot sign for an ACME account; use ECDSA or RSA", parsed)
+	return nil, fmt.Errorf("a %T cannot sign for an ACME account; use ECDSA or RSA", key)
 }
 
 // parseBundle parses PEM certificates, returning them re-encoded without
-// anything else the input held.
+// anything else the input held, and as a pool.
 func parseBundle(bundle string) ([]byte, *x509.CertPool, error) {
-	var out []byte
+	certs, err := pki.ParseCertificates([]byte(bundle))
+	if err != nil {
+		return nil, nil, err
+	}
 	pool := x509.NewCertPool()
-	rest := []byte(bundle)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("parsing a certificate: %w", err)
-		}
-		pool.AddCert(cert)
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+	for _, c := range certs {
+		pool.AddCert(c)
 	}
-	if len(out) == 0 {
-		return nil, nil, errors.New("holds no PEM certificate")
-	}
-	return out, pool, nil
+	return pki.EncodeCertificates(certs...), pool, nil
 }
 
 // requestTimeout bounds one HTTP request to the ACME server.

@@ -16,11 +16,13 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/request"
 )
 
 // Ready reasons of ACME issuers.
@@ -55,9 +57,8 @@ type Solver interface {
 type Options struct {
 	// Client creates account key Secrets. Required.
 	Client client.Client
-	// Secrets reads account key Secrets. The controller's cache holds TLS
-	// Secrets only, so this is typically an uncached reader. Required.
-	Secrets client.Reader
+	// Secrets reads account key Secrets. Required.
+	Secrets *issuer.Secrets
 	// Solver answers HTTP-01 challenges. Required.
 	Solver Solver
 	// ClusterResourceNamespace is where the account key Secrets of
@@ -72,7 +73,7 @@ type Options struct {
 // Backend signs for issuers with an acme spec.
 type Backend struct {
 	client                   client.Client
-	secrets                  client.Reader
+	secrets                  *issuer.Secrets
 	solver                   Solver
 	clusterResourceNamespace string
 	userAgent                string
@@ -112,6 +113,35 @@ func New(opts Options) (*Backend, error) {
 	}, nil
 }
 
+// MaxLifetime bounds the certificates an ACME server issues: the server
+// chooses their lifetime, whatever was asked for, and public ACME CAs issue
+// for 90 days at most. A root the server stops chaining to stays trusted
+// that long.
+const MaxLifetime = 100 * 24 * time.Hour
+
+// Kind is the acme backend's entry in the registry.
+func (b *Backend) Kind() issuer.Kind {
+	return issuer.Kind{
+		Name:     "acme",
+		Selected: func(spec *v1alpha1.IssuerSpec) bool { return spec.ACME != nil },
+		Secrets: func(iss v1alpha1.GenericIssuer) []types.NamespacedName {
+			return []types.NamespacedName{{Namespace: b.clusterResourceNamespace, Name: iss.GetSpec().ACME.AccountKeySecretName}}
+		},
+		Forget:      b.forget,
+		MaxLifetime: MaxLifetime,
+		Backend:     b,
+	}
+}
+
+// forget drops the session of a deleted issuer. Its account key Secret
+// stays, so that a new issuer naming it gets the same account back.
+func (b *Backend) forget(_ context.Context, ref request.IssuerRef) error {
+	b.mu.Lock()
+	delete(b.sessions, ref.String())
+	b.mu.Unlock()
+	return nil
+}
+
 // Ready checks the spec's bundles and registers the account, generating
 // its key when the Secret is missing.
 func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer.Status, error) {
@@ -139,11 +169,16 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 
 // Sign advances the order for req and returns the chain once the ACME
 // server has issued it; until then it returns *issuer.PendingError.
-func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req issuer.Request) ([]byte, error) {
+func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req *issuer.Request) ([]byte, error) {
 	if req.IsCA {
 		return nil, issuer.Permanentf("ACME servers do not issue CA certificates")
 	}
-	names, err := DNSNames(req.CSR)
+	if req.CSR == nil {
+		// An order is finalized with the requester's own CSR, so that the
+		// key never leaves where it was made.
+		return nil, issuer.Permanentf("an ACME issuer signs certificate requests only, and this request has none")
+	}
+	names, err := DNSNames(req)
 	if err != nil {
 		return nil, &issuer.PermanentError{Err: err}
 	}

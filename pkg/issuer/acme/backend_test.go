@@ -14,6 +14,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/issuertest"
 )
 
 // refusingSolver fails the test if an order gets as far as a challenge.
@@ -28,7 +29,7 @@ func (s refusingSolver) CleanUp(context.Context, string) error                { 
 
 func TestSignRefusesWhatACMECannotCertifyBeforeContactingTheServer(t *testing.T) {
 	c := fake.NewClientBuilder().Build()
-	b, err := New(Options{Client: c, Secrets: c, Solver: refusingSolver{t}, ClusterResourceNamespace: "certmint"})
+	b, err := New(Options{Client: c, Secrets: issuer.NewSecrets(c, c), Solver: refusingSolver{t}, ClusterResourceNamespace: "certmint"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestSignRefusesWhatACMECannotCertifyBeforeContactingTheServer(t *testing.T)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			csr := newCSR(t, &tt.tmpl, key)
-			_, err = b.Sign(context.Background(), iss, issuer.Request{CSR: csr, IsCA: tt.isCA})
+			_, err = b.Sign(context.Background(), iss, issuertest.Request(csr, issuertest.Options{IsCA: tt.isCA}))
 			var permanent *issuer.PermanentError
 			if !errors.As(err, &permanent) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Sign error = %v, want a permanent error about %s", err, tt.wantErr)

@@ -1,7 +1,6 @@
 package acme
 
 import (
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
@@ -9,14 +8,17 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/certmint/certmint/pkg/issuer"
 )
 
-// DNSNames returns the DNS names an ACME order for csr must name, or an
-// error saying which part of csr an ACME certificate cannot carry. ACME
+// DNSNames returns the DNS names an ACME order for req must name, or an
+// error saying which part of req an ACME certificate cannot carry. ACME
 // servers certify DNS names they can validate and drop or refuse anything
 // else, so a request asking for more is refused here rather than answered
 // with a certificate that does not say what was asked.
-func DNSNames(csr *x509.CertificateRequest) ([]string, error) {
+func DNSNames(req *issuer.Request) ([]string, error) {
+	csr := req
 	var problems []string
 	if len(csr.URIs) > 0 {
 		uris := make([]string, len(csr.URIs))
@@ -31,7 +33,7 @@ func DNSNames(csr *x509.CertificateRequest) ([]string, error) {
 	if len(csr.EmailAddresses) > 0 {
 		problems = append(problems, fmt.Sprintf("email SANs (%s)", strings.Join(csr.EmailAddresses, ", ")))
 	}
-	if subject := subjectBesidesCN(csr); subject != "" {
+	if subject := subjectBesidesCN(req.Subject); subject != "" {
 		problems = append(problems, fmt.Sprintf("subject fields other than the common name (%s)", subject))
 	}
 
@@ -66,11 +68,11 @@ func joinIPs(ips []net.IP) string {
 	return strings.Join(s, ", ")
 }
 
-// subjectBesidesCN renders the attributes of csr's subject other than the
-// common name, or "" when the common name is all it has.
-func subjectBesidesCN(csr *x509.CertificateRequest) string {
+// subjectBesidesCN renders the attributes of subject other than the common
+// name, or "" when the common name is all it has.
+func subjectBesidesCN(subject pkix.Name) string {
 	var others pkix.Name
-	for _, attr := range csr.Subject.Names {
+	for _, attr := range subject.Names {
 		if !attr.Type.Equal(oidCommonName) {
 			others.ExtraNames = append(others.ExtraNames, attr)
 		}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/certmint/certmint/pkg/issuer/issuertest"
 )
 
 func TestDNSNames(t *testing.T) {
@@ -66,7 +68,7 @@ func TestDNSNames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			csr := newCSR(t, &tt.tmpl, key)
-			got, err := DNSNames(csr)
+			got, err := DNSNames(issuertest.Request(csr, issuertest.Options{}))
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("DNSNames = %v, want an error", got)

@@ -20,6 +20,8 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/logkeys"
+	"github.com/certmint/certmint/pkg/pki"
 )
 
 const (
@@ -43,12 +45,6 @@ const (
 	// defaultRateLimitWait is how long to wait after a rate limit without
 	// a Retry-After.
 	defaultRateLimitWait = time.Minute
-)
-
-// Log keys of this package.
-const (
-	logKeyOrder   = "acmeOrder"
-	logKeyDNSName = "dnsName"
 )
 
 // orderState is what Sign keeps between calls for one request. Backend.mu
@@ -92,8 +88,8 @@ func orderKey(iss v1alpha1.GenericIssuer, csrDER []byte) string {
 
 // advance moves the request's order on as far as it can without waiting
 // for the server, and returns the chain when it is issued.
-func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *session, names []string, req issuer.Request) ([]byte, error) {
-	key := orderKey(iss, req.CSR.Raw)
+func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *session, names []string, req *issuer.Request) ([]byte, error) {
+	key := orderKey(iss, req.CSR)
 	b.mu.Lock()
 	st, ok := b.orders[key]
 	if !ok {
@@ -117,7 +113,7 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 	}
 	var chain []byte
 	if err == nil {
-		chain, err = verifyChain(der, req.CSR, s.trust, b.clock.Now())
+		chain, err = verifyChain(der, req.PublicKey, s.trust, b.clock.Now())
 	}
 	switch {
 	case err == nil:
@@ -141,7 +137,7 @@ func isPermanent(err error) bool {
 
 // step is one pass over the order; it returns the chain as the server
 // issued it.
-func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req issuer.Request) ([][]byte, error) {
+func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req *issuer.Request) ([][]byte, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	if st.url == "" {
 		ids := make([]acme.AuthzID, len(names))
@@ -153,7 +149,7 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 			return nil, b.acmeError("creating the ACME order", err)
 		}
 		st.url = order.URI
-		log.Info("created ACME order", logKeyOrder, order.URI)
+		log.Info("created ACME order", logkeys.ACMEOrder, order.URI)
 	}
 	// Twice at most: once the last authorization turns valid the order is
 	// ready to finalize at once.
@@ -169,12 +165,12 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 				return nil, err
 			}
 			if !valid {
-				return nil, pendingf("the ACME server is validating the challenges")
+				return nil, pending("the ACME server is validating the challenges")
 			}
 		case acme.StatusReady:
 			return b.finalize(ctx, s, order, req)
 		case acme.StatusProcessing:
-			return nil, pendingf("the ACME server is issuing the certificate")
+			return nil, pending("the ACME server is issuing the certificate")
 		case acme.StatusValid:
 			der, err := s.client.FetchCert(ctx, order.CertURL, true)
 			if err != nil {
@@ -185,7 +181,7 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 			return nil, issuer.Permanentf("the ACME order is %s: %s", order.Status, problem(order.Error))
 		}
 	}
-	return nil, pendingf("the ACME server is validating the challenges")
+	return nil, pending("the ACME server is validating the challenges")
 }
 
 // authorize publishes and accepts the HTTP-01 challenge of every pending
@@ -248,7 +244,7 @@ func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, ord
 			return false, b.acmeError("accepting the HTTP-01 challenge for "+name, err)
 		}
 		st.accepted[chal.URI] = true
-		logr.FromContextOrDiscard(ctx).Info("accepted HTTP-01 challenge", logKeyOrder, st.url, logKeyDNSName, name)
+		logr.FromContextOrDiscard(ctx).Info("accepted HTTP-01 challenge", logkeys.ACMEOrder, st.url, logkeys.DNSName, name)
 	}
 	return allValid, nil
 }
@@ -275,13 +271,13 @@ func (b *Backend) waitServed(ctx context.Context, token, keyAuth string) (bool, 
 
 // finalize asks the server to issue the certificate for the node's own
 // request and waits a little for it.
-func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, req issuer.Request) ([][]byte, error) {
+func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, req *issuer.Request) ([][]byte, error) {
 	finalizeCtx, cancel := context.WithTimeout(ctx, finalizeWait)
 	defer cancel()
-	der, _, err := s.client.CreateOrderCert(finalizeCtx, order.FinalizeURL, req.CSR.Raw, true)
+	der, _, err := s.client.CreateOrderCert(finalizeCtx, order.FinalizeURL, req.CSR, true)
 	if err != nil {
 		if ctx.Err() == nil && finalizeCtx.Err() != nil {
-			return nil, pendingf("the ACME server is issuing the certificate")
+			return nil, pending("the ACME server is issuing the certificate")
 		}
 		var orderErr *acme.OrderError
 		if errors.As(err, &orderErr) {
@@ -323,10 +319,10 @@ func (b *Backend) collectOrders(ctx context.Context) {
 	}
 }
 
-// verifyChain checks that the issued chain certifies the request's key and
-// leads to a root of trust, and returns it as PEM without any root, as
+// verifyChain checks that the issued chain certifies the request's key pub
+// and leads to a root of trust, and returns it as PEM without any root, as
 // Backend.Sign promises.
-func verifyChain(der [][]byte, csr *x509.CertificateRequest, trust *x509.CertPool, now time.Time) ([]byte, error) {
+func verifyChain(der [][]byte, pub crypto.PublicKey, trust *x509.CertPool, now time.Time) ([]byte, error) {
 	if len(der) == 0 {
 		return nil, issuer.Permanentf("the ACME server returned no certificate")
 	}
@@ -339,14 +335,14 @@ func verifyChain(der [][]byte, csr *x509.CertificateRequest, trust *x509.CertPoo
 		certs[i] = cert
 	}
 	leaf := certs[0]
-	if !publicKeyEqual(leaf.PublicKey, csr.PublicKey) {
+	if !pki.PublicKeysEqual(leaf.PublicKey, pub) {
 		return nil, issuer.Permanentf("the ACME server returned a certificate for another key")
 	}
 	intermediates := x509.NewCertPool()
 	var out bytes.Buffer
 	for i, cert := range certs {
 		if i > 0 {
-			if bytes.Equal(cert.RawIssuer, cert.RawSubject) && cert.CheckSignatureFrom(cert) == nil {
+			if pki.IsSelfSigned(cert) {
 				continue
 			}
 			intermediates.AddCert(cert)
@@ -362,11 +358,6 @@ func verifyChain(der [][]byte, csr *x509.CertificateRequest, trust *x509.CertPoo
 		return nil, issuer.Permanentf("the certificate from the ACME server does not chain to spec.acme.trustBundle: %v", err)
 	}
 	return out.Bytes(), nil
-}
-
-func publicKeyEqual(a, b any) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }
 
 func http01Challenge(authz *acme.Authorization) *acme.Challenge {
@@ -400,8 +391,8 @@ func problem(err error) string {
 	return err.Error()
 }
 
-func pendingf(format string, args ...any) error {
-	return &issuer.PendingError{Err: fmt.Errorf(format, args...), RetryAfter: pollInterval}
+func pending(msg string) error {
+	return &issuer.PendingError{Err: errors.New(msg), RetryAfter: pollInterval}
 }
 
 // acmeError classifies an error of the ACME client: a rate limit means

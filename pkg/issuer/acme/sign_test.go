@@ -19,6 +19,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/issuertest"
 )
 
 // memorySolver answers from memory; with servesEverything it claims to
@@ -68,7 +69,7 @@ func newSignFixture(t *testing.T, solver Solver) *signFixture {
 	server := newFakeServer(t)
 	kube := fake.NewClientBuilder().Build()
 	clk := clocktesting.NewFakePassiveClock(time.Now())
-	b, err := New(Options{Client: kube, Secrets: kube, Solver: solver, ClusterResourceNamespace: "certmint", Clock: clk})
+	b, err := New(Options{Client: kube, Secrets: issuer.NewSecrets(kube, kube), Solver: solver, ClusterResourceNamespace: "certmint", Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,14 +88,14 @@ func newSignFixture(t *testing.T, solver Solver) *signFixture {
 	}
 }
 
-func newRequest(t *testing.T, name string) issuer.Request {
+func newRequest(t *testing.T, name string) *issuer.Request {
 	t.Helper()
-	return issuer.Request{CSR: newCSR(t, &x509.CertificateRequest{DNSNames: []string{name}}, newKey(t))}
+	return issuertest.Request(newCSR(t, &x509.CertificateRequest{DNSNames: []string{name}}, newKey(t)), issuertest.Options{})
 }
 
 // signUntilIssued calls Sign as the controller does until it returns the
 // chain.
-func (f *signFixture) signUntilIssued(t *testing.T, req issuer.Request) []byte {
+func (f *signFixture) signUntilIssued(t *testing.T, req *issuer.Request) []byte {
 	t.Helper()
 	for range 10 {
 		chain, err := f.backend.Sign(t.Context(), f.issuer, req)

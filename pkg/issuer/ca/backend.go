@@ -11,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
@@ -22,7 +21,7 @@ import (
 // resourceVersion changes, so signing does not parse a private key per
 // request. It is safe for concurrent use.
 type Loader struct {
-	reader client.Reader
+	secrets *issuer.Secrets
 
 	mu     sync.Mutex
 	loaded map[types.NamespacedName]loadedKeyPair
@@ -34,10 +33,9 @@ type loadedKeyPair struct {
 	err             error
 }
 
-// NewLoader returns a Loader reading Secrets through reader, typically the
-// manager's cache.
-func NewLoader(reader client.Reader) *Loader {
-	return &Loader{reader: reader, loaded: map[types.NamespacedName]loadedKeyPair{}}
+// NewLoader returns a Loader reading Secrets through secrets.
+func NewLoader(secrets *issuer.Secrets) *Loader {
+	return &Loader{secrets: secrets, loaded: map[types.NamespacedName]loadedKeyPair{}}
 }
 
 // Load returns the KeyPair in the Secret for the issuer user. A missing or
@@ -47,8 +45,8 @@ func NewLoader(reader client.Reader) *Loader {
 // an Issuer in the controller's namespace could sign with a ClusterIssuer's
 // root under a policy of their own.
 func (l *Loader) Load(ctx context.Context, ref types.NamespacedName, user request.IssuerRef) (*KeyPair, error) {
-	var secret corev1.Secret
-	if err := l.reader.Get(ctx, ref, &secret); err != nil {
+	secret, err := l.secrets.Get(ctx, ref)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &issuer.NotReadyError{
 				Reason:  v1alpha1.ReasonSecretNotFound,
@@ -57,7 +55,7 @@ func (l *Loader) Load(ctx context.Context, ref types.NamespacedName, user reques
 		}
 		return nil, fmt.Errorf("reading Secret %s: %w", ref, err)
 	}
-	if owner, generated := issuer.GeneratedFor(&secret); generated && owner != user {
+	if owner, generated := issuer.GeneratedFor(secret); generated && owner != user {
 		return nil, &issuer.NotReadyError{
 			Reason:  v1alpha1.ReasonSecretNotUsable,
 			Message: fmt.Sprintf("Secret %s was generated for %s and serves it alone; give %s a CA Secret of its own", ref, owner, user),
@@ -88,6 +86,7 @@ func (l *Loader) Forget(ref types.NamespacedName) {
 	l.mu.Lock()
 	delete(l.loaded, ref)
 	l.mu.Unlock()
+	l.secrets.Forget(ref)
 }
 
 // Options configures a Backend.
@@ -124,6 +123,18 @@ func New(opts Options) (*Backend, error) {
 	return &Backend{loader: opts.Loader, clusterResourceNamespace: opts.ClusterResourceNamespace, clock: opts.Clock}, nil
 }
 
+// Kind is the ca backend's entry in the registry.
+func (b *Backend) Kind() issuer.Kind {
+	return issuer.Kind{
+		Name:     "ca",
+		Selected: func(spec *v1alpha1.IssuerSpec) bool { return spec.CA != nil },
+		Secrets: func(iss v1alpha1.GenericIssuer) []types.NamespacedName {
+			return []types.NamespacedName{b.SecretRef(iss)}
+		},
+		Backend: b,
+	}
+}
+
 // SecretRef is where the CA Secret of iss lives.
 func (b *Backend) SecretRef(iss v1alpha1.GenericIssuer) types.NamespacedName {
 	ns := iss.GetNamespace()
@@ -144,7 +155,7 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 }
 
 // Sign signs req with the CA key pair.
-func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req issuer.Request) ([]byte, error) {
+func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req *issuer.Request) ([]byte, error) {
 	kp, err := b.loader.Load(ctx, b.SecretRef(iss), issuer.RefFor(iss))
 	if err != nil {
 		return nil, err

@@ -3,15 +3,10 @@
 package ca
 
 import (
-	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -24,6 +19,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -66,16 +62,16 @@ func ParseKeyPair(secretRef string, data map[string][]byte) (*KeyPair, error) {
 	if len(keyPEM) == 0 {
 		return nil, notReady(v1alpha1.ReasonInvalidSecret, "has no %s", corev1.TLSPrivateKeyKey)
 	}
-	certs, err := parseCertificates(certPEM)
+	certs, err := pki.ParseCertificates(certPEM)
 	if err != nil {
 		return nil, notReady(v1alpha1.ReasonInvalidSecret, "%s: %v", corev1.TLSCertKey, err)
 	}
-	key, err := parsePrivateKey(keyPEM)
+	key, err := pki.ParsePrivateKey(keyPEM)
 	if err != nil {
 		return nil, notReady(v1alpha1.ReasonInvalidSecret, "%s: %v", corev1.TLSPrivateKeyKey, err)
 	}
 	caCert := certs[0]
-	if !publicKeysEqual(caCert.PublicKey, key.Public()) {
+	if !pki.PublicKeysEqual(caCert.PublicKey, key.Public()) {
 		return nil, notReady(v1alpha1.ReasonKeyMismatch, "%s does not hold the private key of the first certificate in %s (%s)", corev1.TLSPrivateKeyKey, corev1.TLSCertKey, caCert.Subject)
 	}
 	if !caCert.BasicConstraintsValid || !caCert.IsCA {
@@ -88,27 +84,23 @@ func ParseKeyPair(secretRef string, data map[string][]byte) (*KeyPair, error) {
 	kp := &KeyPair{Cert: caCert, Key: key}
 	var roots []*x509.Certificate
 	for _, c := range certs {
-		if isSelfSigned(c) {
+		if pki.IsSelfSigned(c) {
 			roots = append(roots, c)
 			continue
 		}
-		kp.chain = append(kp.chain, encodeCert(c)...)
+		kp.chain = append(kp.chain, pki.EncodeCertificates(c)...)
 	}
 	switch {
 	case len(data[corev1.ServiceAccountRootCAKey]) > 0:
-		bundle, err := parseCertificates(data[corev1.ServiceAccountRootCAKey])
+		bundle, err := pki.ParseCertificates(data[corev1.ServiceAccountRootCAKey])
 		if err != nil {
 			return nil, notReady(v1alpha1.ReasonInvalidSecret, "%s: %v", corev1.ServiceAccountRootCAKey, err)
 		}
-		for _, c := range bundle {
-			kp.trustBundle = append(kp.trustBundle, encodeCert(c)...)
-		}
+		kp.trustBundle = pki.EncodeCertificates(bundle...)
 	case len(roots) > 0:
-		for _, c := range roots {
-			kp.trustBundle = append(kp.trustBundle, encodeCert(c)...)
-		}
+		kp.trustBundle = pki.EncodeCertificates(roots...)
 	default:
-		kp.trustBundle = encodeCert(certs[len(certs)-1])
+		kp.trustBundle = pki.EncodeCertificates(certs[len(certs)-1])
 	}
 	return kp, nil
 }
@@ -137,12 +129,12 @@ func (kp *KeyPair) RecheckAt(now time.Time) time.Time {
 // the CA's chain, PEM-encoded. The lifetime runs from now-Backdate (never
 // before the CA's NotBefore) to now+req.Duration, clamped to the CA's
 // NotAfter. The subject and SANs are the request's, as policy approved them.
-func (kp *KeyPair) Sign(now time.Time, req issuer.Request) ([]byte, error) {
+func (kp *KeyPair) Sign(now time.Time, req *issuer.Request) ([]byte, error) {
 	if err := kp.CheckValidity(now); err != nil {
 		return nil, err
 	}
-	if req.CSR == nil {
-		return nil, issuer.Permanentf("no certificate request to sign")
+	if req.PublicKey == nil {
+		return nil, issuer.Permanentf("the request names no public key")
 	}
 	keyUsage, extKeyUsage, err := x509Usages(req.Usages)
 	if err != nil {
@@ -167,7 +159,7 @@ func (kp *KeyPair) Sign(now time.Time, req issuer.Request) ([]byte, error) {
 		SerialNumber: serial,
 		// Verbatim, so a subject the driver encoded (literal subjects, any
 		// attribute order) comes back exactly as it asked.
-		RawSubject:            req.CSR.RawSubject,
+		RawSubject:            req.RawSubject,
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              keyUsage,
@@ -176,19 +168,19 @@ func (kp *KeyPair) Sign(now time.Time, req issuer.Request) ([]byte, error) {
 		IsCA:                  req.IsCA,
 		// A CA issued to a pod signs leaves, never further CAs.
 		MaxPathLenZero: req.IsCA,
-		DNSNames:       req.CSR.DNSNames,
-		URIs:           req.CSR.URIs,
-		IPAddresses:    req.CSR.IPAddresses,
-		EmailAddresses: req.CSR.EmailAddresses,
+		DNSNames:       req.DNSNames,
+		URIs:           req.URIs,
+		IPAddresses:    req.IPAddresses,
+		EmailAddresses: req.EmailAddresses,
 	}
 	if req.IsCA {
-		constrainNames(tmpl, req.CSR)
+		constrainNames(tmpl, req)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, kp.Cert, req.CSR.PublicKey, kp.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, kp.Cert, req.PublicKey, kp.Key)
 	if err != nil {
 		return nil, issuer.Permanentf("signing: %w", err)
 	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	out := pem.EncodeToMemory(&pem.Block{Type: pki.BlockCertificate, Bytes: der})
 	return append(out, kp.chain...), nil
 }
 
@@ -202,10 +194,10 @@ func (kp *KeyPair) Sign(now time.Time, req issuer.Request) ([]byte, error) {
 // outright: an empty constraint matches every name. Critical, so a verifier
 // that does not understand the constraints rejects the chain rather than
 // ignore them.
-func constrainNames(tmpl *x509.Certificate, csr *x509.CertificateRequest) {
+func constrainNames(tmpl *x509.Certificate, req *issuer.Request) {
 	tmpl.PermittedDNSDomainsCritical = true
 	var domains []string
-	for _, n := range csr.DNSNames {
+	for _, n := range req.DNSNames {
 		domains = append(domains, strings.TrimPrefix(strings.ToLower(n), "*."))
 	}
 	if domains = uniqueSorted(domains); len(domains) > 0 {
@@ -214,7 +206,7 @@ func constrainNames(tmpl *x509.Certificate, csr *x509.CertificateRequest) {
 		tmpl.ExcludedDNSDomains = []string{""}
 	}
 	var hosts []string
-	for _, u := range csr.URIs {
+	for _, u := range req.URIs {
 		hosts = append(hosts, strings.ToLower(u.Hostname()))
 	}
 	if hosts = uniqueSorted(hosts); len(hosts) > 0 {
@@ -264,75 +256,4 @@ func x509Usages(usages []certificatesv1.KeyUsage) (x509.KeyUsage, []x509.ExtKeyU
 		return 0, nil, fmt.Errorf("unknown key usage %q", u)
 	}
 	return ku, eku, nil
-}
-
-func parseCertificates(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing certificate %d: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return certs, nil
-}
-
-func parsePrivateKey(data []byte) (crypto.Signer, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM private key found")
-		}
-		var key any
-		var err error
-		switch block.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", block.Type, err)
-		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("unsupported private key type %T", key)
-		}
-		return signer, nil
-	}
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	switch a.(type) {
-	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
-		e, ok := a.(equaler)
-		return ok && e.Equal(b)
-	}
-	return false
-}
-
-func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
-}
-
-func encodeCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }

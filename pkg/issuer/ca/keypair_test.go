@@ -24,6 +24,7 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/issuertest"
 )
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -129,10 +130,7 @@ func TestSignWithIntermediateBuildsAChainThatVerifiesToTheRoot(t *testing.T) {
 		DNSNames: []string{"web.default.svc"},
 		URIs:     []*url.URL{spiffe},
 	})
-	chainPEM, err := kp.Sign(t0, issuer.Request{
-		CSR: csr, Duration: 24 * time.Hour,
-		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth},
-	})
+	chainPEM, err := kp.Sign(t0, issuertest.Request(csr, issuertest.Options{Duration: 24 * time.Hour, Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +179,7 @@ func TestSignClampsValidityToTheCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, err := kp.Sign(t0, issuer.Request{CSR: newCSR(t, &x509.CertificateRequest{DNSNames: []string{"a"}}), Duration: 30 * 24 * time.Hour})
+	chainPEM, err := kp.Sign(t0, issuertest.Request(newCSR(t, &x509.CertificateRequest{DNSNames: []string{"a"}}), issuertest.Options{Duration: 30 * 24 * time.Hour}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +205,7 @@ func TestSerialNumbersAreRandomAnd128Bit(t *testing.T) {
 	seen := map[string]bool{}
 	longest := 0
 	for range 32 {
-		chainPEM, err := kp.Sign(t0, issuer.Request{CSR: csr, Duration: time.Hour})
+		chainPEM, err := kp.Sign(t0, issuertest.Request(csr, issuertest.Options{Duration: time.Hour}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +291,7 @@ func TestCheckValidity(t *testing.T) {
 			}
 		})
 	}
-	if _, err := kp.Sign(t0.Add(25*time.Hour), issuer.Request{CSR: newCSR(t, &x509.CertificateRequest{}), Duration: time.Hour}); err == nil {
+	if _, err := kp.Sign(t0.Add(25*time.Hour), issuertest.Request(newCSR(t, &x509.CertificateRequest{}), issuertest.Options{Duration: time.Hour})); err == nil {
 		t.Error("an expired CA signed a certificate")
 	}
 }
@@ -328,7 +326,7 @@ func TestUnknownUsageIsPermanent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = kp.Sign(t0, issuer.Request{CSR: newCSR(t, &x509.CertificateRequest{}), Duration: time.Hour, Usages: []certificatesv1.KeyUsage{"telepathy"}})
+	_, err = kp.Sign(t0, issuertest.Request(newCSR(t, &x509.CertificateRequest{}), issuertest.Options{Duration: time.Hour, Usages: []certificatesv1.KeyUsage{"telepathy"}}))
 	if outcome, _ := issuer.Classify(err); outcome != issuer.Fail {
 		t.Errorf("err = %v classified %v, want Fail", err, outcome)
 	}
@@ -340,10 +338,7 @@ func TestSignIssuesACAThatSignsLeavesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, err := kp.Sign(t0, issuer.Request{
-		CSR: newCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "pod CA"}}), Duration: time.Hour, IsCA: true,
-		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageCertSign, certificatesv1.UsageDigitalSignature},
-	})
+	chainPEM, err := kp.Sign(t0, issuertest.Request(newCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "pod CA"}}), issuertest.Options{Duration: time.Hour, IsCA: true, Usages: []certificatesv1.KeyUsage{certificatesv1.UsageCertSign, certificatesv1.UsageDigitalSignature}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,10 +375,7 @@ func TestSignConstrainsACAToItsApprovedNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, err := kp.Sign(t0, issuer.Request{
-		CSR: csr, Duration: time.Hour, IsCA: true,
-		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageCertSign, certificatesv1.UsageDigitalSignature},
-	})
+	chainPEM, err := kp.Sign(t0, issuertest.Request(csr, issuertest.Options{Duration: time.Hour, IsCA: true, Usages: []certificatesv1.KeyUsage{certificatesv1.UsageCertSign, certificatesv1.UsageDigitalSignature}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,8 +400,7 @@ func TestSignConstrainsACAToItsApprovedNames(t *testing.T) {
 		{"a leaf with an email address does not", &x509.CertificateRequest{DNSNames: []string{"web.shop.svc"}, EmailAddresses: []string{"ceo@example.com"}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			leafPEM, err := subKP.Sign(t0, issuer.Request{CSR: newCSR(t, tc.leaf), Duration: time.Hour,
-				Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}})
+			leafPEM, err := subKP.Sign(t0, issuertest.Request(newCSR(t, tc.leaf), issuertest.Options{Duration: time.Hour, Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -429,10 +420,7 @@ func TestSignExcludesEveryNameOfAKindACADidNotGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, err := kp.Sign(t0, issuer.Request{
-		CSR: newCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "pod CA"}}), Duration: time.Hour, IsCA: true,
-		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageCertSign},
-	})
+	chainPEM, err := kp.Sign(t0, issuertest.Request(newCSR(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "pod CA"}}), issuertest.Options{Duration: time.Hour, IsCA: true, Usages: []certificatesv1.KeyUsage{certificatesv1.UsageCertSign}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,8 +438,7 @@ func TestSignDoesNotConstrainLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, err := kp.Sign(t0, issuer.Request{CSR: newCSR(t, &x509.CertificateRequest{DNSNames: []string{"web.shop.svc"}}), Duration: time.Hour,
-		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature}})
+	chainPEM, err := kp.Sign(t0, issuertest.Request(newCSR(t, &x509.CertificateRequest{DNSNames: []string{"web.shop.svc"}}), issuertest.Options{Duration: time.Hour, Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature}}))
 	if err != nil {
 		t.Fatal(err)
 	}

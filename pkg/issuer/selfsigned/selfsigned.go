@@ -76,8 +76,11 @@ func NewRoot(now time.Time, commonName string) (certPEM, keyPEM []byte, err erro
 
 // Options configures a Backend.
 type Options struct {
-	// Client creates root Secrets. Required.
+	// Client creates and deletes root Secrets. Required.
 	Client client.Client
+	// Live reads a root Secret the controller's watch has not shown yet.
+	// Required.
+	Live client.Reader
 	// Loader reads root Secrets. Required.
 	Loader *ca.Loader
 	// Namespace is where root Secrets are kept: the controller's cluster
@@ -90,6 +93,7 @@ type Options struct {
 // Backend signs for issuers with a selfSigned spec.
 type Backend struct {
 	client    client.Client
+	live      client.Reader
 	loader    *ca.Loader
 	namespace string
 	clock     clock.PassiveClock
@@ -100,8 +104,8 @@ var _ issuer.Backend = (*Backend)(nil)
 // New returns a Backend.
 func New(opts Options) (*Backend, error) {
 	switch {
-	case opts.Client == nil:
-		return nil, errors.New("selfsigned: Client is required")
+	case opts.Client == nil || opts.Live == nil:
+		return nil, errors.New("selfsigned: Client and Live are required")
 	case opts.Loader == nil:
 		return nil, errors.New("selfsigned: Loader is required")
 	case opts.Namespace == "":
@@ -110,7 +114,32 @@ func New(opts Options) (*Backend, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	return &Backend{client: opts.Client, loader: opts.Loader, namespace: opts.Namespace, clock: opts.Clock}, nil
+	return &Backend{client: opts.Client, live: opts.Live, loader: opts.Loader, namespace: opts.Namespace, clock: opts.Clock}, nil
+}
+
+// Kind is the selfsigned backend's entry in the registry.
+func (b *Backend) Kind() issuer.Kind {
+	return issuer.Kind{
+		Name:     "selfSigned",
+		Selected: func(spec *v1alpha1.IssuerSpec) bool { return spec.SelfSigned != nil },
+		Secrets: func(iss v1alpha1.GenericIssuer) []types.NamespacedName {
+			return []types.NamespacedName{b.SecretRef(iss)}
+		},
+		Forget:  b.forget,
+		Backend: b,
+	}
+}
+
+// forget deletes the generated root of a deleted issuer: it served that
+// issuer alone.
+func (b *Backend) forget(ctx context.Context, ref request.IssuerRef) error {
+	key := types.NamespacedName{Namespace: b.namespace, Name: RootSecretName(ref)}
+	b.loader.Forget(key)
+	root := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	if err := b.client.Delete(ctx, root); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the generated root of %s: %w", ref, err)
+	}
+	return nil
 }
 
 // SecretRef is where the root of iss is kept.
@@ -135,7 +164,7 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 }
 
 // Sign signs req with the issuer's root.
-func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req issuer.Request) ([]byte, error) {
+func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req *issuer.Request) ([]byte, error) {
 	kp, err := b.loader.Load(ctx, b.SecretRef(iss), issuer.RefFor(iss))
 	if err != nil {
 		return nil, err
@@ -160,10 +189,10 @@ func (b *Backend) createRoot(ctx context.Context, iss v1alpha1.GenericIssuer, re
 	}
 	err = b.client.Create(ctx, secret)
 	if apierrors.IsAlreadyExists(err) {
-		// Created by an earlier pass whose result the cache has not shown
+		// Created by an earlier pass whose result the watch has not shown
 		// yet; use that one rather than a second root.
 		var existing corev1.Secret
-		if err := b.client.Get(ctx, ref, &existing); err != nil {
+		if err := b.live.Get(ctx, ref, &existing); err != nil {
 			return nil, fmt.Errorf("reading root Secret %s: %w", ref, err)
 		}
 		return existing.Data, nil

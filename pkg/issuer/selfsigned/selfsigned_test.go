@@ -18,6 +18,7 @@ import (
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
 	"github.com/certmint/certmint/pkg/issuer/ca"
+	"github.com/certmint/certmint/pkg/issuer/issuertest"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -40,7 +41,7 @@ func TestBackendGeneratesOneRootAndSignsWithIt(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	cl := fake.NewClientBuilder().Build()
-	b, err := New(Options{Client: cl, Loader: ca.NewLoader(cl), Namespace: "certmint", Clock: clocktesting.NewFakePassiveClock(now)})
+	b, err := New(Options{Client: cl, Live: cl, Loader: ca.NewLoader(issuer.NewSecrets(cl, cl)), Namespace: "certmint", Clock: clocktesting.NewFakePassiveClock(now)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestBackendGeneratesOneRootAndSignsWithIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chainPEM, err := b.Sign(ctx, iss, issuer.Request{CSR: csr, Duration: time.Hour})
+	chainPEM, err := b.Sign(ctx, iss, issuertest.Request(csr, issuertest.Options{Duration: time.Hour}))
 	if err != nil {
 		t.Fatal(err)
 	}

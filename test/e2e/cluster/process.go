@@ -65,7 +65,7 @@ func (p *process) exited() bool {
 // exitError describes an unexpected exit, with the end of the log, which is
 // where components say why they gave up.
 func (p *process) exitError() error {
-	return fmt.Errorf("%s exited: %v; last lines of %s:\n%s", p.name, p.waitErr, p.logPath, LogTail(p.logPath, logTailLines))
+	return fmt.Errorf("%s exited: %w; last lines of %s:\n%s", p.name, p.waitErr, p.logPath, LogTail(p.logPath, logTailLines))
 }
 
 // waitReady polls check until it succeeds, the process or one it depends
@@ -90,7 +90,7 @@ func (p *process) waitReady(ctx context.Context, what string, check func(context
 		case <-p.done:
 			return p.exitError()
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last check: %v); last lines of %s:\n%s",
+			return fmt.Errorf("waiting for %s: %w (last check: %w); last lines of %s:\n%s",
 				what, ctx.Err(), lastErr, p.logPath, LogTail(p.logPath, logTailLines))
 		case <-tick.C:
 		}

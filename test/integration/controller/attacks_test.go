@@ -86,11 +86,11 @@ func createMirrorPod(t *testing.T, node, ns, name string) *corev1.Pod {
 	return created
 }
 
-func newSelfSignedClusterIssuer(t *testing.T, pol *v1alpha1.Policy) (*v1alpha1.ClusterIssuer, string) {
+func newSelfSignedClusterIssuer(t *testing.T) (*v1alpha1.ClusterIssuer, string) {
 	t.Helper()
 	iss := &v1alpha1.ClusterIssuer{
 		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("attack")},
-		Spec:       v1alpha1.IssuerSpec{SelfSigned: &v1alpha1.SelfSignedIssuer{}, Policy: pol},
+		Spec:       v1alpha1.IssuerSpec{SelfSigned: &v1alpha1.SelfSignedIssuer{}},
 	}
 	if err := env.admin.Create(t.Context(), iss); err != nil {
 		t.Fatal(err)
@@ -102,8 +102,8 @@ func newSelfSignedClusterIssuer(t *testing.T, pol *v1alpha1.Policy) (*v1alpha1.C
 func TestMirrorPodsGetNoIdentity(t *testing.T) {
 	requireEnv(t)
 	startController(t, "mirror-pods")
-	it := newIssuance(t, uniqueName("mirror"), nil)
-	_, clusterSigner := newSelfSignedClusterIssuer(t, nil)
+	it := newIssuance(t, uniqueName("mirror"))
+	_, clusterSigner := newSelfSignedClusterIssuer(t)
 
 	t.Run("a mirror pod named like a tenant's workload gets nothing from the tenant's Issuer", func(t *testing.T) {
 		pod := createMirrorPod(t, nodeA, it.ns, "payments")
@@ -130,7 +130,7 @@ func TestMirrorPodsGetNoIdentity(t *testing.T) {
 func TestDefaultNamesNameTheNamespace(t *testing.T) {
 	e := requireEnv(t)
 	startController(t, "default-names")
-	_, signer := newSelfSignedClusterIssuer(t, nil)
+	_, signer := newSelfSignedClusterIssuer(t)
 	pod := func(t *testing.T, ns, name string) *corev1.Pod {
 		t.Helper()
 		p, err := e.createPod(t.Context(), ns, name, nodeA, "web")
@@ -172,7 +172,7 @@ func TestDefaultNamesNameTheNamespace(t *testing.T) {
 func TestGeneratedRootServesItsIssuerAlone(t *testing.T) {
 	requireEnv(t)
 	startController(t, "generated-root")
-	cluster, _ := newSelfSignedClusterIssuer(t, nil)
+	cluster, _ := newSelfSignedClusterIssuer(t)
 	root := selfsigned.RootSecretName(request.IssuerRef{Kind: request.KindClusterIssuer, Name: cluster.Name})
 
 	// Whoever may create Issuers in the controller's namespace names the
@@ -191,7 +191,7 @@ func TestManualApprovalDoesNotWidenThePolicy(t *testing.T) {
 	// Requests approved while no controller runs, so that the approval is
 	// the admin's and not the controller's.
 	setup := startController(t, "manual-approval-setup")
-	it := newIssuance(t, uniqueName("manual"), nil)
+	it := newIssuance(t, uniqueName("manual"))
 	setup.Stop()
 
 	admin := env.kube
@@ -251,7 +251,7 @@ func TestManualApprovalDoesNotWidenThePolicy(t *testing.T) {
 func TestDriverPodWithForgedOwnerIsRefused(t *testing.T) {
 	e := requireEnv(t)
 	startController(t, "forged-owner")
-	it := newIssuance(t, uniqueName("forged-owner"), nil)
+	it := newIssuance(t, uniqueName("forged-owner"))
 	ctx := t.Context()
 	// Whoever may create pods in the driver's namespace writes the owner
 	// reference the DaemonSet controller would, with a UID of their own.
@@ -273,7 +273,7 @@ func TestDriverPodWithForgedOwnerIsRefused(t *testing.T) {
 func TestRequestsNamingImpossiblePodsAreDeniedAtOnce(t *testing.T) {
 	requireEnv(t)
 	startController(t, "impossible-pods")
-	it := newIssuance(t, uniqueName("impossible"), nil)
+	it := newIssuance(t, uniqueName("impossible"))
 	// A UID that is no label value the API server refuses itself: the
 	// request carries it in a label.
 	for _, c := range []struct{ name, namespace, podName, text string }{
@@ -292,7 +292,7 @@ func TestRequestsNamingImpossiblePodsAreDeniedAtOnce(t *testing.T) {
 func TestSubjectsAreBounded(t *testing.T) {
 	requireEnv(t)
 	startController(t, "bounded-subjects")
-	it := newIssuance(t, uniqueName("bounded"), nil)
+	it := newIssuance(t, uniqueName("bounded"))
 	created := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: it.signer, pod: it.podA, node: nodeA,
 		subject: pkix.Name{Organization: []string{strings.Repeat("o", 70000)}}, dnsNames: []string{it.svc}}))
 	c := wantDenied(t, created, policy.ReasonSubjectNotAllowed, "at most 64")
@@ -304,8 +304,8 @@ func TestSubjectsAreBounded(t *testing.T) {
 func TestMissingIssuerPointsAtTheOtherKind(t *testing.T) {
 	requireEnv(t)
 	startController(t, "issuer-kind-hint")
-	it := newIssuance(t, uniqueName("kind-hint"), nil)
-	cluster, _ := newSelfSignedClusterIssuer(t, nil)
+	it := newIssuance(t, uniqueName("kind-hint"))
+	cluster, _ := newSelfSignedClusterIssuer(t)
 	// The volume forgot issuer-kind: ClusterIssuer.
 	signer := request.IssuerRef{Kind: request.KindIssuer, Namespace: it.ns, Name: cluster.Name}.SignerName()
 	created := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: signer, pod: it.podA, node: nodeA, dnsNames: []string{it.svc}}))

@@ -273,7 +273,7 @@ type issuance struct {
 	svc string
 }
 
-func newIssuance(t testing.TB, ns string, pol *v1alpha1.Policy) *issuance {
+func newIssuance(t testing.TB, ns string) *issuance {
 	t.Helper()
 	e := requireEnv(t)
 	ctx := t.Context()
@@ -287,7 +287,7 @@ func newIssuance(t testing.TB, ns string, pol *v1alpha1.Policy) *issuance {
 	}
 	data := caSecretData(t, nil)
 	createTLSSecret(t, ns, "ca", data)
-	iss := createCAIssuer(t, ns, "ca", "ca", pol)
+	iss := createCAIssuer(t, ns, "ca", "ca", nil)
 	waitReady(t, iss, metav1.ConditionTrue, v1alpha1.ReasonReady)
 	return &issuance{
 		ns:          ns,
@@ -318,7 +318,7 @@ func denied(csr *certificatesv1.CertificateSigningRequest) bool {
 func TestNodeBinding(t *testing.T) {
 	requireEnv(t)
 	startController(t, "node-binding")
-	it := newIssuance(t, uniqueName("node-binding"), nil)
+	it := newIssuance(t, uniqueName("node-binding"))
 	spiffe := "spiffe://cluster.local/ns/" + it.ns + "/sa/web"
 
 	t.Run("the driver gets a certificate for a pod on its own node", func(t *testing.T) {
@@ -478,7 +478,7 @@ func TestNodeBinding(t *testing.T) {
 func TestIssuerPolicy(t *testing.T) {
 	e := requireEnv(t)
 	startController(t, "policy")
-	it := newIssuance(t, uniqueName("policy"), nil)
+	it := newIssuance(t, uniqueName("policy"))
 
 	// A ClusterIssuer that allows CAs and a wider DNS pattern.
 	cluster := &v1alpha1.ClusterIssuer{
@@ -548,7 +548,7 @@ func TestIssuerPolicy(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	requireEnv(t)
 	ctl := startController(t, "metrics")
-	it := newIssuance(t, uniqueName("metrics"), nil)
+	it := newIssuance(t, uniqueName("metrics"))
 	ok := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: it.signer, pod: it.podA, node: nodeA, dnsNames: []string{it.svc}}))
 	bad := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: it.signer, pod: it.podB, node: nodeA, dnsNames: []string{it.svc}}))
 	waitForCSR(t, ok.Name, issued)
@@ -618,7 +618,7 @@ func (b *rbacBinding) create(t testing.TB) {
 func TestCleanupRemovesFinishedRequests(t *testing.T) {
 	requireEnv(t)
 	startController(t, "cleanup", "--csr-cleanup-grace=2s")
-	it := newIssuance(t, uniqueName("cleanup"), nil)
+	it := newIssuance(t, uniqueName("cleanup"))
 
 	signed := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: it.signer, pod: it.podA, node: nodeA, dnsNames: []string{it.svc}}))
 	refused := createCSR(t, env.driverA, newCSR(t, csrSpec{signer: it.signer, pod: it.podB, node: nodeA, dnsNames: []string{it.svc}}))
@@ -749,7 +749,7 @@ func TestLeaderFailover(t *testing.T) {
 func newIssuanceWithoutController(t testing.TB, ns string) *issuance {
 	t.Helper()
 	setupCtl := startController(t, ns+"-setup")
-	it := newIssuance(t, ns, nil)
+	it := newIssuance(t, ns)
 	setupCtl.Stop()
 	return it
 }

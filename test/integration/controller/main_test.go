@@ -93,7 +93,11 @@ func runWithEnv(m *testing.M) int {
 	var err error
 	env, err = setup(ctx)
 	if env != nil && env.cp != nil {
-		defer env.cp.Stop()
+		defer func() {
+			if err := env.cp.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+			}
+		}()
 	}
 	if env != nil && env.dir != "" {
 		defer os.RemoveAll(env.dir)

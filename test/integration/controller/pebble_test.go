@@ -222,7 +222,7 @@ func startProcess(t *testing.T, logPath string, env []string, name string, args 
 			t.Errorf("%s exited early: %v", name, err)
 		default:
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("%s stopped: %v", name, <-exited)
 		}
 		logFile.Close()
 		if t.Failed() {

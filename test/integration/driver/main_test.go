@@ -142,7 +142,11 @@ func runWithEnv(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
 		return 1
 	}
-	defer cp.Stop()
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
 
 	driverDone := make(chan error, 1)
 	env, err = setup(setupCtx, ctx, cp, dir, driverDone)

@@ -216,6 +216,7 @@ type Policy struct {
 // +kubebuilder:validation:Enum=ECDSA;RSA;Ed25519
 type KeyAlgorithm string
 
+// The key algorithms a policy may allow.
 const (
 	KeyAlgorithmECDSA   KeyAlgorithm = "ECDSA"
 	KeyAlgorithmRSA     KeyAlgorithm = "RSA"
@@ -328,7 +329,14 @@ var (
 	_ GenericIssuer = (*ClusterIssuer)(nil)
 )
 
-func (i *Issuer) GetSpec() *IssuerSpec            { return &i.Spec }
-func (i *Issuer) GetStatus() *IssuerStatus        { return &i.Status }
-func (i *ClusterIssuer) GetSpec() *IssuerSpec     { return &i.Spec }
+// GetSpec returns the Issuer's spec, for GenericIssuer.
+func (i *Issuer) GetSpec() *IssuerSpec { return &i.Spec }
+
+// GetStatus returns the Issuer's status, for GenericIssuer.
+func (i *Issuer) GetStatus() *IssuerStatus { return &i.Status }
+
+// GetSpec returns the ClusterIssuer's spec, for GenericIssuer.
+func (i *ClusterIssuer) GetSpec() *IssuerSpec { return &i.Spec }
+
+// GetStatus returns the ClusterIssuer's status, for GenericIssuer.
 func (i *ClusterIssuer) GetStatus() *IssuerStatus { return &i.Status }

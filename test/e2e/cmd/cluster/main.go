@@ -121,7 +121,7 @@ func up(l layout) error {
 		select {
 		case err := <-exited:
 			tail, _ := os.ReadFile(l.outputLog())
-			return fmt.Errorf("cluster process exited (%v):\n%s", err, tail)
+			return fmt.Errorf("cluster process exited (%w):\n%s", err, tail)
 		case <-time.After(time.Second):
 		}
 		if _, err := os.Stat(l.kubeconfig()); err == nil {

@@ -51,8 +51,6 @@ var modes = map[string]mode{
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
@@ -63,10 +61,17 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if err := m.run(ctx, os.Args[2:]); err != nil {
+	if err := runUntilSignalled(m, os.Args[2:]); err != nil {
 		fmt.Fprintf(os.Stderr, "testapp %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
+}
+
+// runUntilSignalled runs m until it ends, SIGTERM or SIGINT.
+func runUntilSignalled(m mode, args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return m.run(ctx, args)
 }
 
 func usage() {

@@ -1,4 +1,4 @@
-package manager
+package trust
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/certmint/certmint/pkg/csr/csrtest"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -87,8 +88,8 @@ func TestIssuerTrustServesEachIssuersTrustBundle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(encodeCerts(got)) != c.want {
-				t.Errorf("bundle =\n%s\nwant\n%s", encodeCerts(got), c.want)
+			if string(pki.EncodeCertificates(got...)) != c.want {
+				t.Errorf("bundle =\n%s\nwant\n%s", pki.EncodeCertificates(got...), c.want)
 			}
 		})
 	}

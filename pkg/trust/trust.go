@@ -1,11 +1,15 @@
-package manager
+// Package trust keeps, on the node, each issuer's trust bundle and its
+// request to re-issue early (status.trustBundle, status.reissueBefore),
+// from one watch on Issuers and one on ClusterIssuers, so a publish costs
+// no API request for them. It knows nothing of volumes.
+package trust
 
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,34 +22,14 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/pki"
 	"github.com/certmint/certmint/pkg/request"
 )
 
-// ErrNoTrustBundle: the issuer's trust bundle cannot be had now. The issuer
-// does not exist, has not published a bundle yet, or the driver has not
-// loaded the issuers yet; a later attempt may succeed.
+// ErrNoTrustBundle means the issuer's trust bundle cannot be had now. The
+// issuer does not exist, has not published a bundle yet, or the driver has
+// not loaded the issuers yet; a later attempt may succeed.
 var ErrNoTrustBundle = errors.New("no trust bundle")
-
-// TrustSource gives the CA certificates written to a volume's CA file: the
-// ones relying parties trust for certificates of the issuer.
-type TrustSource interface {
-	// CABundle returns the issuer's trust bundle, never empty. A miss (an
-	// unknown issuer, or one without a bundle) is an error wrapping
-	// ErrNoTrustBundle that names the issuer.
-	CABundle(ctx context.Context, issuer request.IssuerRef) ([]*x509.Certificate, error)
-}
-
-var _ TrustSource = (*IssuerTrust)(nil)
-
-// ReissueSource says which certificates issuers want replaced early.
-type ReissueSource interface {
-	// ReissueBefore is the issuer's status.reissueBefore: certificates
-	// whose request was created before it are to be re-issued. Zero if the
-	// issuer asks for none, or is unknown.
-	ReissueBefore(issuer request.IssuerRef) time.Time
-}
-
-var _ ReissueSource = (*IssuerTrust)(nil)
 
 // The issuer resources the controller publishes trust bundles on.
 var (
@@ -181,7 +165,9 @@ func (t *IssuerTrust) HasSynced() bool {
 	return t.issuers.HasSynced() && t.clusterIssuers.HasSynced()
 }
 
-// CABundle implements TrustSource.
+// CABundle returns the issuer's trust bundle, never empty. A miss (an
+// unknown issuer, or one without a bundle) is an error wrapping
+// ErrNoTrustBundle that names the issuer.
 func (t *IssuerTrust) CABundle(_ context.Context, issuer request.IssuerRef) ([]*x509.Certificate, error) {
 	if !t.HasSynced() {
 		return nil, fmt.Errorf("%w for %s: the driver has not loaded the issuers yet", ErrNoTrustBundle, issuer)
@@ -209,7 +195,9 @@ func (t *IssuerTrust) kindHint(missing request.IssuerRef) string {
 	return fmt.Sprintf("; a ClusterIssuer %s exists: set csi.certmint.io/issuer-kind: ClusterIssuer to use it", missing.Name)
 }
 
-// ReissueBefore implements ReissueSource.
+// ReissueBefore is the issuer's status.reissueBefore: certificates whose
+// request was created before it are to be re-issued. Zero if the issuer
+// asks for none, or is unknown.
 func (t *IssuerTrust) ReissueBefore(issuer request.IssuerRef) time.Time {
 	gi, err := t.get(issuer)
 	if err != nil || gi == nil {
@@ -238,25 +226,12 @@ func (t *IssuerTrust) get(issuer request.IssuerRef) (v1alpha1.GenericIssuer, err
 // parseBundle decodes a status.trustBundle: PEM CA certificates, at least
 // one.
 func parseBundle(issuer request.IssuerRef, bundle string) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := []byte(bundle)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%w for %s: status.trustBundle holds a PEM block %q", ErrNoTrustBundle, issuer, block.Type)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w for %s: status.trustBundle: %w", ErrNoTrustBundle, issuer, err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
+	if strings.TrimSpace(bundle) == "" {
 		return nil, fmt.Errorf("%w for %s: its status.trustBundle is empty (the controller publishes it once the issuer is Ready)", ErrNoTrustBundle, issuer)
+	}
+	certs, err := pki.ParseCertificates([]byte(bundle))
+	if err != nil {
+		return nil, fmt.Errorf("%w for %s: status.trustBundle: %w", ErrNoTrustBundle, issuer, err)
 	}
 	return certs, nil
 }

@@ -1,4 +1,4 @@
-package manager
+package certspec
 
 import (
 	"crypto"
@@ -15,8 +15,6 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-
-	"github.com/certmint/certmint/pkg/attributes"
 )
 
 var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -66,23 +64,23 @@ func (f *fixture) issue(t *testing.T, tmpl *x509.Certificate, pub crypto.PublicK
 	return c
 }
 
-func (f *fixture) spec() *attributes.Spec {
-	return &attributes.Spec{
+func (f *fixture) spec() *Spec {
+	return &Spec{
 		Subject: pkix.Name{CommonName: "web"}, DNSNames: []string{"web.shop.svc"},
 		IPAddresses: []net.IP{net.ParseIP("10.0.0.1")}, URIs: []*url.URL{f.spiffe}, Duration: 24 * time.Hour,
 		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth},
 	}
 }
 
-func TestVerifyIssuedAcceptsWhatWasAskedFor(t *testing.T) {
+func TestVerifyAcceptsWhatWasAskedFor(t *testing.T) {
 	f := newFixture(t)
 	leaf := f.issue(t, f.good(), f.key.Public())
-	if err := verifyIssued(f.spec(), f.key.Public(), []*x509.Certificate{leaf, f.ca}, now); err != nil {
+	if err := f.spec().Verify(f.key.Public(), []*x509.Certificate{leaf, f.ca}, now); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestVerifyIssuedRejectsACertificateThatIsNotWhatWasAskedFor(t *testing.T) {
+func TestVerifyRejectsACertificateThatIsNotWhatWasAskedFor(t *testing.T) {
 	f := newFixture(t)
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	otherCAFixture := newFixture(t)
@@ -150,23 +148,10 @@ func TestVerifyIssuedRejectsACertificateThatIsNotWhatWasAskedFor(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := verifyIssued(f.spec(), f.key.Public(), c.chain(), now)
+			err := f.spec().Verify(f.key.Public(), c.chain(), now)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want %q", err, c.want)
 			}
 		})
-	}
-}
-
-func TestParseChainRejectsWhatIsNotACertificateChain(t *testing.T) {
-	for name, data := range map[string]string{
-		"nothing":       "",
-		"not PEM":       "hello",
-		"a private key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-		"garbage DER":   "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-	} {
-		if _, err := parseChain([]byte(data)); err == nil {
-			t.Errorf("%s: parsed", name)
-		}
 	}
 }
