@@ -22,12 +22,18 @@ What happened:
     key generated on its own node, a certificate for its SPIFFE ID, and the
     CA bundle, in a certmint volume at /tls. The client calls the server
     every 5 seconds; each side verifies the other's certificate and identity.
+  - Pod demo/native-client does the same with no certmint volume: a
+    podCertificate projection has the kubelet make its key and ask certmint
+    for the certificate, and a clusterTrustBundle projection gives it the
+    issuer's CA bundle (ClusterTrustBundle clusterissuers.certmint.io:demo-ca:bundle).
 
 Look around:
   export KUBECONFIG=$kubeconfig
   alias kubectl=$kubectl
   kubectl get csr,clusterissuers,issuers -A   # the driver deletes each CSR once
                                               # it has its certificate
+  kubectl -n demo get podcertificaterequests  # the kubelet's, signed by certmint
+  kubectl -n demo logs -f native-client
   kubectl -n demo logs -f client
   kubectl -n demo logs server
   kubectl -n demo exec server -- /testapp files --dir=/tls

@@ -12,10 +12,13 @@ import (
 
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -30,6 +33,8 @@ import (
 	"github.com/certmint/certmint/pkg/controller/acmesolver"
 	csrcontroller "github.com/certmint/certmint/pkg/controller/csr"
 	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
+	"github.com/certmint/certmint/pkg/controller/podcertificate"
+	"github.com/certmint/certmint/pkg/controller/trustbundle"
 	"github.com/certmint/certmint/pkg/issuer"
 	"github.com/certmint/certmint/pkg/issuer/acme"
 	"github.com/certmint/certmint/pkg/issuer/ca"
@@ -168,6 +173,8 @@ func Run(ctx context.Context, opts Options) error {
 				},
 				// Only the HTTP-01 challenges the leader publishes.
 				&corev1.ConfigMap{}: acmesolver.CacheConfig(opts.ClusterResourceNamespace),
+				// Only the ClusterTrustBundles certmint publishes.
+				&certificatesv1.ClusterTrustBundle{}: trustbundle.CacheConfig(),
 			},
 		},
 		LeaderElection:                opts.LeaderElect,
@@ -206,6 +213,9 @@ func Run(ctx context.Context, opts Options) error {
 		PendingMaxAge:        opts.PendingMaxAge,
 		Workers:              opts.Workers,
 	}); err != nil {
+		return err
+	}
+	if err := addNativePath(ctx, mgr, opts, registry); err != nil {
 		return err
 	}
 
@@ -258,6 +268,46 @@ func newRegistry(mgr manager.Manager, opts Options) (*issuer.Registry, *acmesolv
 	return registry, challenges, err
 }
 
+// addNativePath signs the kubelet's PodCertificateRequests and publishes
+// issuers' trust bundles as ClusterTrustBundles, on API servers that serve
+// them (Kubernetes 1.37 and later); the CSI path works without them.
+func addNativePath(ctx context.Context, mgr manager.Manager, opts Options, registry *issuer.Registry) error {
+	served, err := serves(mgr, certificatesv1.SchemeGroupVersion.WithKind("ClusterTrustBundle"))
+	if err != nil {
+		return err
+	}
+	if !served {
+		opts.Logger.Info("the API server does not serve ClusterTrustBundles (certificates.k8s.io/v1, Kubernetes 1.37 and later); issuers' trust bundles are not published as ClusterTrustBundles")
+	} else if err := trustbundle.SetupWithManager(ctx, mgr, trustbundle.Options{}); err != nil {
+		return err
+	}
+	if served, err = serves(mgr, certificatesv1.SchemeGroupVersion.WithKind("PodCertificateRequest")); err != nil {
+		return err
+	}
+	if !served {
+		opts.Logger.Info("the API server does not serve PodCertificateRequests (certificates.k8s.io/v1, Kubernetes 1.37 and later); podCertificate projections are not signed")
+		return nil
+	}
+	return podcertificate.SetupWithManager(ctx, mgr, podcertificate.Options{
+		ClusterDomain: opts.ClusterDomain,
+		TrustDomain:   opts.TrustDomain,
+		Registry:      registry,
+		Workers:       opts.Workers,
+	})
+}
+
+// serves reports whether the API server serves gvk.
+func serves(mgr manager.Manager, gvk schema.GroupVersionKind) (bool, error) {
+	_, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	switch {
+	case meta.IsNoMatchError(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("discovering %s: %w", gvk, err)
+	}
+	return true, nil
+}
+
 // addACMESolver serves HTTP-01 challenges on every replica and, on the
 // leader, sweeps the ones a former leader left behind.
 func addACMESolver(mgr manager.Manager, opts Options, challenges *acmesolver.Challenges) error {
@@ -301,7 +351,11 @@ func slimPod(obj any) (any, error) {
 			// Node binding checks that the driver pod is its DaemonSet's.
 			OwnerReferences: pod.OwnerReferences,
 		},
-		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
+		Spec: corev1.PodSpec{
+			NodeName:           pod.Spec.NodeName,
+			ServiceAccountName: pod.Spec.ServiceAccountName,
+			Volumes:            podCertificateVolumes(pod.Spec.Volumes),
+		},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
 	}
 	// Mirror pods get no identity; their annotation is how policy knows
@@ -310,4 +364,26 @@ func slimPod(obj any) (any, error) {
 		slim.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: v}
 	}
 	return slim, nil
+}
+
+// podCertificateVolumes keeps of volumes the signer names of their
+// podCertificate projections: a pod certificate is signed only for a pod
+// that asks for its signer.
+func podCertificateVolumes(volumes []corev1.Volume) []corev1.Volume {
+	var out []corev1.Volume
+	for _, v := range volumes {
+		if v.Projected == nil {
+			continue
+		}
+		var sources []corev1.VolumeProjection
+		for _, src := range v.Projected.Sources {
+			if pc := src.PodCertificate; pc != nil {
+				sources = append(sources, corev1.VolumeProjection{PodCertificate: &corev1.PodCertificateProjection{SignerName: pc.SignerName}})
+			}
+		}
+		if sources != nil {
+			out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}}})
+		}
+	}
+	return out
 }

@@ -14,6 +14,7 @@ const (
 	ReasonSigningFailed  = "SigningFailed"
 	ReasonCANotAllowed   = "CANotAllowed"
 	ReasonIssuerNotReady = "IssuerNotReady"
+	ReasonCSRRequired    = "CertificateRequestRequired"
 )
 
 // IssuerWait is how long a request waits for an issuer that cannot sign
@@ -51,6 +52,9 @@ func (r *Registry) Issue(ctx context.Context, iss v1alpha1.GenericIssuer, req *R
 	kind, err := r.For(iss.GetSpec())
 	if err != nil {
 		return Result{Outcome: Fail, Reason: ReasonNoBackend, Message: err.Error()}
+	}
+	if kind.NeedsCSR && req.CSR == nil {
+		return Result{Outcome: Fail, Reason: ReasonCSRRequired, Message: fmt.Sprintf("%s is an %s issuer, which signs only certificate requests that name what they ask for; this request has none", RefFor(iss), kind.Name)}
 	}
 	// The policy refuses these itself; checked here again because a CA
 	// certificate is the one thing a mistake upstream must never issue.

@@ -62,6 +62,7 @@ func TestIssue(t *testing.T) {
 		wantReason  string
 		wantRetry   time.Duration
 		wantSigning bool
+		needsCSR    bool
 	}{
 		{name: "a Ready issuer's chain that its bundle trusts is issued", iss: readyIssuer(nil),
 			backend: scriptedBackend{chain: leafOf(t, published, publishedKey)}, want: Issued, wantSigning: true},
@@ -72,6 +73,10 @@ func TestIssue(t *testing.T) {
 		{name: "a CA certificate is refused without allowCA, before the backend is asked", iss: readyIssuer(nil), req: Request{IsCA: true},
 			want: Fail, wantReason: ReasonCANotAllowed},
 		{name: "a CA certificate goes to the backend with allowCA", iss: readyIssuer(&v1alpha1.Policy{AllowCA: true}), req: Request{IsCA: true},
+			backend: scriptedBackend{chain: leafOf(t, published, publishedKey)}, want: Issued, wantSigning: true},
+		{name: "a request without CSR fails at a backend that needs one, before it is asked", iss: readyIssuer(nil), needsCSR: true,
+			want: Fail, wantReason: ReasonCSRRequired},
+		{name: "a request with a CSR goes to a backend that needs one", iss: readyIssuer(nil), needsCSR: true, req: Request{CSR: []byte("csr")},
 			backend: scriptedBackend{chain: leafOf(t, published, publishedKey)}, want: Issued, wantSigning: true},
 		{name: "a backend still working is asked again when it says", iss: readyIssuer(nil),
 			backend: scriptedBackend{err: &PendingError{Err: errors.New("validating"), RetryAfter: 3 * time.Second}}, want: Wait, wantRetry: 3 * time.Second, wantSigning: true},
@@ -86,7 +91,7 @@ func TestIssue(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			backend := c.backend
-			r, err := NewRegistry(Kind{Name: "ca", Selected: func(s *v1alpha1.IssuerSpec) bool { return s.CA != nil }, Backend: &backend})
+			r, err := NewRegistry(Kind{Name: "ca", Selected: func(s *v1alpha1.IssuerSpec) bool { return s.CA != nil }, NeedsCSR: c.needsCSR, Backend: &backend})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/request"
@@ -90,6 +92,15 @@ func RefFor(iss v1alpha1.GenericIssuer) request.IssuerRef {
 		return request.IssuerRef{Kind: request.KindClusterIssuer, Name: iss.GetName()}
 	}
 	return request.IssuerRef{Kind: request.KindIssuer, Namespace: iss.GetNamespace(), Name: iss.GetName()}
+}
+
+// Get reads the issuer ref names from reader.
+func Get(ctx context.Context, reader client.Reader, ref request.IssuerRef) (v1alpha1.GenericIssuer, error) {
+	var iss v1alpha1.GenericIssuer = &v1alpha1.Issuer{}
+	if ref.Kind == request.KindClusterIssuer {
+		iss = &v1alpha1.ClusterIssuer{}
+	}
+	return iss, reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, iss)
 }
 
 // PendingError means the backend is working on the request and the same call

@@ -34,7 +34,11 @@ type Kind struct {
 	// a backend that issues the lifetime asked for, which the issuer's
 	// policy bounds.
 	MaxLifetime time.Duration
-	Backend     Backend
+	// NeedsCSR is true for a backend that must hand on a certificate
+	// request the requester signed, with the names in it, as an ACME order
+	// is finalized with one: it cannot sign a Request without CSR.
+	NeedsCSR bool
+	Backend  Backend
 }
 
 // Registry holds every kind of backend the controller has.

@@ -38,6 +38,10 @@ type Request struct {
 	// Backends may shorten it (never beyond their CA's own expiry) but
 	// never lengthen it.
 	Duration time.Duration
+	// Backdate is how long before the moment of signing the certificate
+	// starts, for verifiers whose clocks run behind; zero is the backend's
+	// default. The certificate lives Backdate plus Duration in all.
+	Backdate time.Duration
 	Usages   []certificatesv1.KeyUsage
 	// IsCA asks for a CA certificate that may sign leaves only.
 	IsCA bool

@@ -36,5 +36,12 @@ const (
 	// keeps from before a trust bundle change.
 	KeptCACertificates = "keptCACertificates"
 	ACMEOrder          = "acmeOrder"
-	DNSName            = "dnsName"
+	// PodCertificateRequest names a PodCertificateRequest; BeginRefreshAt
+	// is when the kubelet is told to replace the certificate it carries.
+	PodCertificateRequest = "podCertificateRequest"
+	BeginRefreshAt        = "beginRefreshAt"
+	DNSName               = "dnsName"
+	// ClusterTrustBundle names the ClusterTrustBundle that publishes an
+	// issuer's trust bundle.
+	ClusterTrustBundle = "clusterTrustBundle"
 )

@@ -153,14 +153,21 @@ func checkPod(in CSRSource) (Decision, bool) {
 	if claimed := csr.Labels[request.LabelNode]; claimed != "" && claimed != node {
 		return deny(ReasonNodeMismatch, "the request is labelled for node %q but came from the driver on node %q", claimed, node), false
 	}
-	pod := in.Pod
+	return checkLivePod(in.Pod, ns, name, uid, node, "the request came from the driver on node")
+}
+
+// checkLivePod checks that pod, the live pod namespace/name, is the one a
+// request names by uid, runs on node (from origin, which says how the API
+// server knows of that node), is neither finished nor being deleted, is no
+// mirror pod and has a ServiceAccount.
+func checkLivePod(pod *corev1.Pod, ns, name, uid, node, origin string) (Decision, bool) {
 	switch {
 	case pod == nil || pod.Namespace != ns || pod.Name != name:
 		return deny(ReasonPodNotFound, "pod %s/%s does not exist", ns, name), false
 	case string(pod.UID) != uid:
 		return deny(ReasonPodUIDMismatch, "pod %s/%s has UID %s but the request is for UID %s; the pod was replaced", ns, name, pod.UID, uid), false
 	case pod.Spec.NodeName != node:
-		return deny(ReasonNodeMismatch, "pod %s/%s is on node %q but the request came from the driver on node %q", ns, name, pod.Spec.NodeName, node), false
+		return deny(ReasonNodeMismatch, "pod %s/%s is on node %q but %s %q", ns, name, pod.Spec.NodeName, origin, node), false
 	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
 		return deny(ReasonPodTerminated, "pod %s/%s has terminated (phase %s)", ns, name, pod.Status.Phase), false
 	case pod.DeletionTimestamp != nil:

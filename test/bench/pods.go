@@ -26,19 +26,22 @@ const (
 	podWarmup    = 3
 )
 
-// podStartup is pod start-up with a certmint volume and with an emptyDir,
-// measured in pairs.
+// podStartup is pod start-up with a certmint CSI volume, with a
+// podCertificate projection of a certmint signer and with an emptyDir,
+// measured in triples.
 type podStartup struct {
-	certmint, emptyDir []time.Duration // sorted
-	// diffs are certmint minus emptyDir within each pair, sorted.
-	diffs []time.Duration
+	certmint, projected, emptyDir []time.Duration // sorted
+	// diffs and projectedDiffs are certmint and projected minus emptyDir
+	// within each triple, sorted.
+	diffs, projectedDiffs []time.Duration
 }
 
 // runPodStartup measures, on the full cluster with certmint installed
 // from deploy/, how long a pod takes from create to Running with a certmint
-// volume and with an emptyDir instead. Pods of both kinds alternate, on
-// alternating nodes, so that both see the same cluster; each pod is deleted
-// once it runs.
+// volume, with a podCertificate projection (and the issuer's
+// clusterTrustBundle) instead, and with an emptyDir. Pods of the three
+// kinds take turns, in rotating order and on alternating nodes, so that all
+// see the same cluster; each pod is deleted once it runs.
 func runPodStartup(ctx context.Context, n int, logDir string, res *results) error {
 	logf("starting the full cluster (it waits while another one runs)")
 	c, err := cluster.Start(ctx, cluster.Options{Logf: logf, LogDir: logDir})
@@ -89,15 +92,18 @@ func runPodStartup(ctx context.Context, n int, logDir string, res *results) erro
 	var ps podStartup
 	for i := range n + podWarmup {
 		node := c.Nodes[i%len(c.Nodes)].Name
-		pair := [2]*corev1.Pod{
-			deploy.CertPod(fmt.Sprintf("certmint-%d", i), node, "default", issuerName, cluster.PauseImage, nil),
-			emptyDirPod(fmt.Sprintf("emptydir-%d", i), node),
+		cm, pc, ed := fmt.Sprintf("certmint-%d", i), fmt.Sprintf("projected-%d", i), fmt.Sprintf("emptydir-%d", i)
+		turn := []*corev1.Pod{
+			deploy.CertPod(cm, node, "default", issuerName, cluster.PauseImage, nil),
+			deploy.ProjectedPod(pc, node, "default", issuerName, cluster.PauseImage, nil, deploy.Projection{}),
+			emptyDirPod(ed, node),
 		}
-		if i%2 == 1 {
-			pair[0], pair[1] = pair[1], pair[0]
+		// Each kind goes first, second and third equally often.
+		for range i % len(turn) {
+			turn = append(turn[1:], turn[0])
 		}
 		took := map[string]time.Duration{}
-		for _, pod := range pair {
+		for _, pod := range turn {
 			d, err := startPod(ctx, client, running, pod)
 			if err != nil {
 				return err
@@ -107,14 +113,15 @@ func runPodStartup(ctx context.Context, n int, logDir string, res *results) erro
 		if i < podWarmup {
 			continue
 		}
-		cm, ed := took[fmt.Sprintf("certmint-%d", i)], took[fmt.Sprintf("emptydir-%d", i)]
-		ps.certmint = append(ps.certmint, cm)
-		ps.emptyDir = append(ps.emptyDir, ed)
-		ps.diffs = append(ps.diffs, cm-ed)
+		ps.certmint = append(ps.certmint, took[cm])
+		ps.projected = append(ps.projected, took[pc])
+		ps.emptyDir = append(ps.emptyDir, took[ed])
+		ps.diffs = append(ps.diffs, took[cm]-took[ed])
+		ps.projectedDiffs = append(ps.projectedDiffs, took[pc]-took[ed])
 	}
-	slices.Sort(ps.certmint)
-	slices.Sort(ps.emptyDir)
-	slices.Sort(ps.diffs)
+	for _, d := range [][]time.Duration{ps.certmint, ps.projected, ps.emptyDir, ps.diffs, ps.projectedDiffs} {
+		slices.Sort(d)
+	}
 	res.pods = &ps
 	return nil
 }

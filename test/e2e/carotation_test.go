@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -41,12 +40,7 @@ func TestCARotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sa := range []string{"server", "client"} {
-		if _, err := f.Client.CoreV1().ServiceAccounts(f.Namespace).Create(t.Context(),
-			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("creating ServiceAccount %s: %v", sa, err)
-		}
-	}
+	createServiceAccounts(t, f, "server", "client")
 	// Certificates of the default lifetime (24h): only the rotation makes
 	// the drivers replace them during the test.
 	server := deploy.CertPod("server", testCluster.Nodes[0].Name, "server", rotationIssuer, testappImage, []string{"mtls-serve",
@@ -62,10 +56,7 @@ func TestCARotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.WaitForPodRunning("client", podTimeout)
-	f.WaitFor("the client's first successful call", time.Minute, func(context.Context) (bool, string, error) {
-		logs, err := f.Kubectl("logs", "client")
-		return err == nil && strings.Contains(logs, "verified server "), "client log: " + logs, nil
-	})
+	waitForFirstCall(t, f, "client")
 	for _, pod := range []string{"server", "client"} {
 		if !signedUnder(t, catFile(t, f, pod, "/tls/tls.crt"), oldRoot) {
 			t.Fatalf("%s's first certificate does not chain to the issuer's first root", pod)

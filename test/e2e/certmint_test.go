@@ -523,17 +523,34 @@ func deletePods(t *testing.T, f *framework.Framework, names ...string) {
 	})
 }
 
-// startMTLSPair starts a server pod on the first node and a client pod on
-// the second, each with a certmint volume from the test's ClusterIssuer and
-// a ServiceAccount named after it, and returns them once they run.
-func startMTLSPair(t *testing.T, f *framework.Framework) (server, client *corev1.Pod) {
+// createServiceAccounts creates ServiceAccounts of names in the test's
+// namespace.
+func createServiceAccounts(t *testing.T, f *framework.Framework, names ...string) {
 	t.Helper()
-	for _, sa := range []string{"server", "client"} {
+	for _, sa := range names {
 		if _, err := f.Client.CoreV1().ServiceAccounts(f.Namespace).Create(t.Context(),
 			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("creating ServiceAccount %s: %v", sa, err)
 		}
 	}
+}
+
+// waitForFirstCall waits until the mtls-call pod caller has called its
+// server successfully once.
+func waitForFirstCall(t *testing.T, f *framework.Framework, caller string) {
+	t.Helper()
+	f.WaitFor(caller+"'s first successful call", time.Minute, func(context.Context) (bool, string, error) {
+		logs, err := f.Kubectl("logs", caller)
+		return err == nil && strings.Contains(logs, "verified server "), caller + " log: " + logs, nil
+	})
+}
+
+// startMTLSPair starts a server pod on the first node and a client pod on
+// the second, each with a certmint volume from the test's ClusterIssuer and
+// a ServiceAccount named after it, and returns them once they run.
+func startMTLSPair(t *testing.T, f *framework.Framework) (server, client *corev1.Pod) {
+	t.Helper()
+	createServiceAccounts(t, f, "server", "client")
 	server = certPod("server", testCluster.Nodes[0].Name, "server", []string{"mtls-serve",
 		fmt.Sprintf("--listen=:%d", mtlsPort), "--cert-dir=/tls", "--peer-uri=" + spiffeID(f.Namespace, "client")})
 	server.Spec.SecurityContext = &corev1.PodSecurityContext{
@@ -615,6 +632,19 @@ func checkRBAC(t *testing.T, f *framework.Framework) {
 		{controller, signers("approve", "kubernetes.io/*"), false},
 		{controller, signers("sign", "kubernetes.io/kubelet-serving"), false},
 		{controller, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "create", Namespace: "default"}, false},
+		// Pod certificates: sign the kubelet's requests through their
+		// status and publish trust bundles, for certmint's signers only.
+		{controller, signers("attest", "clusterissuers.certmint.io/*"), true},
+		{controller, signers("attest", "kubernetes.io/*"), false},
+		{controller, signers("sign", "example.com/*"), false},
+		{controller, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "podcertificaterequests", Subresource: "status", Verb: "update", Namespace: "default"}, true},
+		{controller, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "podcertificaterequests", Verb: "create", Namespace: "default"}, false},
+		{controller, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "podcertificaterequests", Verb: "update", Namespace: "default"}, false},
+		{controller, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "clustertrustbundles", Verb: "create"}, true},
+		{controller, authorizationv1.ResourceAttributes{Resource: "nodes", Verb: "update"}, false},
+		{controller, authorizationv1.ResourceAttributes{Resource: "serviceaccounts", Subresource: "token", Verb: "create", Namespace: "default"}, false},
+		{driver, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "podcertificaterequests", Verb: "create", Namespace: "default"}, false},
+		{driver, authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "clustertrustbundles", Verb: "create"}, false},
 	} {
 		attrs := c.attrs
 		sar, err := f.Client.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{

@@ -43,12 +43,7 @@ func TestRotation(t *testing.T) {
 	if _, err := deploy.CAClusterIssuer(t.Context(), testCluster.Config, caIssuer); err != nil {
 		t.Fatal(err)
 	}
-	for _, sa := range []string{"server", "client"} {
-		if _, err := f.Client.CoreV1().ServiceAccounts(f.Namespace).Create(t.Context(),
-			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("creating ServiceAccount %s: %v", sa, err)
-		}
-	}
+	createServiceAccounts(t, f, "server", "client")
 	server := certPod("server", testCluster.Nodes[0].Name, "server", []string{"mtls-serve",
 		fmt.Sprintf("--listen=:%d", mtlsPort), "--cert-dir=/tls", "--peer-uri=" + spiffeID(f.Namespace, "client")})
 	shortLived(server)

@@ -382,7 +382,7 @@ func (r *Reconciler) evaluate(ctx context.Context, csr *certificatesv1.Certifica
 	if parsed, err := pki.ParseCertificateRequest(csr.Spec.Request); err == nil {
 		in.Request = parsed
 	}
-	iss, err := r.getIssuer(ctx, ref)
+	iss, err := issuer.Get(ctx, r.client, ref)
 	if apierrors.IsNotFound(err) {
 		ns, name, _ := policy.PodReference(csr)
 		pod, err := r.getPod(ctx, r.client, ns, name)
@@ -472,18 +472,10 @@ func (r *Reconciler) issuerNotFound(ctx context.Context, ref request.IssuerRef, 
 	if other.Kind == request.KindIssuer && request.ValidatePodReference(podNamespace, "x", "x") != nil {
 		return msg
 	}
-	if _, err := r.getIssuer(ctx, other); err == nil {
+	if _, err := issuer.Get(ctx, r.client, other); err == nil {
 		msg += fmt.Sprintf(hint, ref.Name)
 	}
 	return msg
-}
-
-func (r *Reconciler) getIssuer(ctx context.Context, ref request.IssuerRef) (v1alpha1.GenericIssuer, error) {
-	var iss v1alpha1.GenericIssuer = &v1alpha1.Issuer{}
-	if ref.Kind == request.KindClusterIssuer {
-		iss = &v1alpha1.ClusterIssuer{}
-	}
-	return iss, r.client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, iss)
 }
 
 // lookupPods fills in.Pod, in.DriverPod and in.DriverDaemonSetUID from

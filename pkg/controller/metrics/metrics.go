@@ -14,6 +14,8 @@ const (
 	ResultDenied   = "denied"
 	ResultSigned   = "signed"
 	ResultFailed   = "failed"
+	// ResultIssued is a PodCertificateRequest's; the others are shared.
+	ResultIssued = "issued"
 )
 
 var (
@@ -22,6 +24,14 @@ var (
 		Namespace: "certmint",
 		Name:      "requests_total",
 		Help:      "Certificate requests handled, by signer name and result (approved, denied, signed, failed).",
+	}, []string{"signer", "result"})
+
+	// PodCertificateRequests counts the kubelet's PodCertificateRequests by
+	// signer name and result.
+	PodCertificateRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "certmint",
+		Name:      "pod_certificate_requests_total",
+		Help:      "PodCertificateRequests handled, by signer name and result (issued, denied, failed).",
 	}, []string{"signer", "result"})
 
 	// SignDuration is how long backends take to sign, by signer name.
@@ -41,5 +51,5 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Requests, SignDuration, IssuerReady)
+	ctrlmetrics.Registry.MustRegister(Requests, PodCertificateRequests, SignDuration, IssuerReady)
 }

@@ -129,6 +129,7 @@ func (b *Backend) Kind() issuer.Kind {
 		},
 		Forget:      b.forget,
 		MaxLifetime: MaxLifetime,
+		NeedsCSR:    true,
 		Backend:     b,
 	}
 }

@@ -126,9 +126,9 @@ func (kp *KeyPair) RecheckAt(now time.Time) time.Time {
 }
 
 // Sign issues a certificate for req at now and returns the leaf followed by
-// the CA's chain, PEM-encoded. The lifetime runs from now-Backdate (never
-// before the CA's NotBefore) to now+req.Duration, clamped to the CA's
-// NotAfter. The subject and SANs are the request's, as policy approved them.
+// the CA's chain, PEM-encoded. The lifetime runs from now less req.Backdate,
+// or Backdate when that is zero (never before the CA's NotBefore), to
+// now+req.Duration, clamped to the CA's NotAfter. The subject and SANs are the request's, as policy approved them.
 func (kp *KeyPair) Sign(now time.Time, req *issuer.Request) ([]byte, error) {
 	if err := kp.CheckValidity(now); err != nil {
 		return nil, err
@@ -147,7 +147,11 @@ func (kp *KeyPair) Sign(now time.Time, req *issuer.Request) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating serial number: %w", err)
 	}
-	notBefore := now.Add(-Backdate)
+	backdate := Backdate
+	if req.Backdate > 0 {
+		backdate = req.Backdate
+	}
+	notBefore := now.Add(-backdate)
 	if notBefore.Before(kp.Cert.NotBefore) {
 		notBefore = kp.Cert.NotBefore
 	}

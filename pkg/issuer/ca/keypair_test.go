@@ -195,6 +195,24 @@ func TestSignClampsValidityToTheCA(t *testing.T) {
 	}
 }
 
+func TestSignBackdatesAsTheRequestAsks(t *testing.T) {
+	c := newTestCA(t, "ca", nil, t0.Add(-time.Hour), t0.Add(48*time.Hour), nil)
+	kp, err := ParseKeyPair("ns/ca", map[string][]byte{corev1.TLSCertKey: c.certPEM, corev1.TLSPrivateKeyKey: c.keyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := issuertest.Request(newCSR(t, &x509.CertificateRequest{DNSNames: []string{"a"}}), issuertest.Options{Duration: time.Hour})
+	req.Backdate = 3 * time.Minute
+	chainPEM, err := kp.Sign(t0, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := parseChain(t, chainPEM)[0]
+	if !leaf.NotBefore.Equal(t0.Add(-3*time.Minute)) || !leaf.NotAfter.Equal(t0.Add(time.Hour)) {
+		t.Errorf("validity %s..%s, want from 3m before signing to the hour after", leaf.NotBefore, leaf.NotAfter)
+	}
+}
+
 func TestSerialNumbersAreRandomAnd128Bit(t *testing.T) {
 	c := newTestCA(t, "ca", nil, t0.Add(-time.Hour), t0.Add(time.Hour*24*365), nil)
 	kp, err := ParseKeyPair("ns/ca", map[string][]byte{corev1.TLSCertKey: c.certPEM, corev1.TLSPrivateKeyKey: c.keyPEM})

@@ -38,6 +38,15 @@ func Sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey crypto.Signer)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	return SignFor(t, tmpl, key.Public(), parent, parentKey), key
+}
+
+// SignFor is Sign for the public key pub.
+func SignFor(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
+	t.Helper()
 	if tmpl.SerialNumber == nil {
 		tmpl.SerialNumber = big.NewInt(1)
 	}
@@ -47,10 +56,7 @@ func Sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey crypto.Signer)
 	if tmpl.NotAfter.IsZero() {
 		tmpl.NotAfter = time.Now().Add(time.Hour)
 	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,5 +64,5 @@ func Sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey crypto.Signer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, key
+	return c
 }

@@ -3,8 +3,9 @@
 // app images and loads them on every node, installs certmint from deploy/
 // with kubectl apply -k, creates a CA ClusterIssuer, and starts a server pod
 // on the first node and a client pod on the second, each with a certmint
-// volume. The client calls the server over mutual TLS every few seconds;
-// both log the identity they verified. The demo prints what happened and
+// volume, and a second client with a podCertificate projection of the same
+// issuer instead. The clients call the server over mutual TLS every few
+// seconds; all log the identity they verified. The demo prints what happened and
 // leaves everything running.
 //
 // It learns each node's directories and containerd socket from the
@@ -132,19 +133,21 @@ func run(ctx context.Context, kubeconfig, overlay string) error {
 	}
 
 	server, clientNode := nodes[0].name, nodes[1].name
-	step("starting pod demo/server on %s and pod demo/client on %s, each with a certmint volume", server, clientNode)
+	step("starting pod demo/server on %s and pod demo/client on %s, each with a certmint volume, and pod demo/native-client on %s with a podCertificate projection", server, clientNode, clientNode)
 	if err := startPods(ctx, client, server, clientNode); err != nil {
 		return err
 	}
-	if err := framework.Wait(ctx, "the client's first mTLS call", waitTimeout, func(ctx context.Context) (bool, string, error) {
-		logs, err := podLogs(ctx, client, "client")
-		return err == nil && strings.Contains(logs, "server: verified client"), "client log: " + logs, nil
-	}); err != nil {
-		return err
+	for _, caller := range []string{"client", "native-client"} {
+		if err := framework.Wait(ctx, caller+"'s first mTLS call", waitTimeout, func(ctx context.Context) (bool, string, error) {
+			logs, err := podLogs(ctx, client, caller)
+			return err == nil && strings.Contains(logs, "server: verified client"), caller + " log: " + logs, nil
+		}); err != nil {
+			return err
+		}
 	}
 
 	fmt.Println()
-	for _, pod := range []string{"server", "client"} {
+	for _, pod := range []string{"server", "client", "native-client"} {
 		logs, err := podLogs(ctx, client, pod)
 		if err != nil {
 			return err
@@ -153,7 +156,9 @@ func run(ctx context.Context, kubeconfig, overlay string) error {
 	}
 	for _, args := range [][]string{
 		{"-n", namespace, "exec", "server", "--", "/testapp", "files", "--dir=/tls"},
+		{"-n", namespace, "exec", "native-client", "--", "/testapp", "files", "--dir=/tls"},
 		{"get", "clusterissuers"},
+		{"get", "clustertrustbundles"},
 		{"-n", namespace, "get", "pods", "-o", "wide"},
 	} {
 		var b bytes.Buffer
@@ -309,7 +314,13 @@ func startPods(ctx context.Context, client kubernetes.Interface, serverNode, cli
 	if _, err := client.CoreV1().Pods(namespace).Create(ctx, clientPod, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	return nil
+	// The same client on the native path: the kubelet makes the key and
+	// asks certmint for the certificate through a podCertificate
+	// projection; no certmint volume.
+	native := deploy.ProjectedPod("native-client", clientNode, "client", issuerName, testappImage, clientPod.Spec.Containers[0].Args, deploy.Projection{})
+	native.Namespace = namespace
+	_, err := client.CoreV1().Pods(namespace).Create(ctx, native, metav1.CreateOptions{})
+	return err
 }
 
 func spiffeID(serviceAccount string) string {
