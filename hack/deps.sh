@@ -13,6 +13,7 @@ packages=(
 	openssl                     # inspecting certificates in tests and the demo
 	openjdk-17-jre-headless     # keytool, to open the JKS keystores in the tests
 	pebble                      # ACME test server and pebble-challtestsrv, for the ACME issuer tests
+	bind9                       # named, the authoritative DNS server the DNS-01 (RFC 2136) tests update
 )
 
 missing=()
