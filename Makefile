@@ -30,14 +30,14 @@ verify: ## Fail on unformatted code, vet findings, stale generated files or an u
 	hack/verify.sh
 
 .PHONY: test
-test: deps kube-binaries ## Run unit, integration and end-to-end tests (needs root).
+test: deps kube-binaries traefik vault ## Run unit, integration and end-to-end tests (needs root).
 	@# Only one full cluster runs per machine; say at once if a demo holds it.
 	$(GO) run ./test/e2e/cmd/cluster check
-	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" CERTMINT_TRAEFIK_BIN="$$(hack/traefik.sh)" CERTMINT_VAULT_BIN="$$(hack/vault.sh)" $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
-bench: deps kube-binaries ## Measure certmint on a real control plane and kubelet (about 6 minutes); see docs/benchmarks.md.
-	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" $(GO) run ./test/bench -o $(OUTPUT)/bench/results.md
+bench: deps kube-binaries vault ## Measure certmint on a real control plane and kubelet (about 6 minutes); see docs/benchmarks.md.
+	CERTMINT_KUBE_BIN="$$(hack/kube-binaries.sh)" CERTMINT_VAULT_BIN="$$(hack/vault.sh)" $(GO) run ./test/bench -o $(OUTPUT)/bench/results.md
 
 .PHONY: test-unit
 test-unit: ## Run only the tests that need no cluster.
@@ -53,6 +53,14 @@ deps: ## Install the Debian packages the cluster and tests need (apt-get).
 kube-binaries: ## Build the pinned Kubernetes binaries (cached by version).
 	hack/kube-binaries.sh >/dev/null
 
+.PHONY: traefik
+traefik: ## Build the pinned Traefik the end-to-end tests run as their Ingress controller (cached by version).
+	hack/traefik.sh >/dev/null
+
+.PHONY: vault
+vault: ## Build the pinned HashiCorp Vault the tests run as a dev server (cached by version; BSL-licensed, never in images).
+	hack/vault.sh >/dev/null
+
 .PHONY: cluster-up
 cluster-up: deps kube-binaries ## Start a local two-node cluster in the background (KUBECONFIG=_output/cluster/kubeconfig).
 	$(GO) run ./test/e2e/cmd/cluster up
@@ -62,7 +70,7 @@ cluster-down: ## Stop the local cluster and remove everything it, or a crashed r
 	$(GO) run ./test/e2e/cmd/cluster down
 
 .PHONY: demo
-demo: deps kube-binaries ## Start a local cluster, install certmint, show two pods on different nodes talking mTLS.
+demo: deps kube-binaries traefik ## Start a local cluster, install certmint, show pods talking mTLS and an Ingress serving HTTPS with a certmint Certificate.
 	hack/demo.sh
 
 .PHONY: demo-down

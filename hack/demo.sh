@@ -26,6 +26,11 @@ What happened:
     podCertificate projection has the kubelet make its key and ask certmint
     for the certificate, and a clusterTrustBundle projection gives it the
     issuer's CA bundle (ClusterTrustBundle clusterissuers.certmint.io:demo-ca:bundle).
+  - Traefik runs as the Ingress controller. Ingress demo/shop carries the
+    annotation certmint.io/cluster-issuer: demo-ca, so certmint keeps a
+    Certificate for its TLS entry and the Secret shop-tls, which Traefik
+    serves. Pod demo/browser calls https://shop.demo.example.test through
+    Traefik every 5 seconds, verifying the chain against the CA and the name.
 
 Look around:
   export KUBECONFIG=$kubeconfig
@@ -34,6 +39,8 @@ Look around:
                                               # it has its certificate
   kubectl -n demo get podcertificaterequests  # the kubelet's, signed by certmint
   kubectl -n demo logs -f native-client
+  kubectl -n demo describe certificate shop-tls  # the Ingress's, with its Events
+  kubectl -n demo logs -f browser
   kubectl -n demo logs -f client
   kubectl -n demo logs server
   kubectl -n demo exec server -- /testapp files --dir=/tls

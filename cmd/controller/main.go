@@ -54,6 +54,8 @@ func run() error {
 	fs.DurationVar(&opts.PendingMaxAge, "csr-pending-max-age", 24*time.Hour, "How long a request may stay undecided before it is deleted.")
 	fs.IntVar(&opts.Workers, "csr-workers", 16, "Requests handled at once.")
 	fs.StringVar(&opts.ACMEHTTP01Addr, "acme-http01-address", controller.DefaultACMEHTTP01Addr, "Address serving ACME HTTP-01 challenges on every replica, behind the solver Service; 0 disables it.")
+	fs.StringVar(&opts.ACMEHTTP01Service, "acme-http01-service", controller.DefaultACMEHTTP01Service, "The solver Service in --cluster-resource-namespace, which the Ingresses routing ACME HTTP-01 challenges send them to.")
+	fs.BoolVar(&opts.RequireSecretsPolicy, "require-secrets-policy", true, "Refuse to run unless a ValidatingAdmissionPolicy keeps the controller from creating ServiceAccount token Secrets (the manifests install one).")
 	zapOpts.BindFlags(fs)
 	flag.Parse()
 

@@ -39,9 +39,10 @@ type Spec struct {
 	LiteralSubject string
 	RawSubject     []byte
 
-	DNSNames    []string
-	IPAddresses []net.IP
-	URIs        []*url.URL
+	DNSNames       []string
+	IPAddresses    []net.IP
+	URIs           []*url.URL
+	EmailAddresses []string
 
 	Duration time.Duration
 	// RenewBefore is how long before expiry to renew; zero means at two
@@ -71,10 +72,11 @@ func (s *Spec) CommonName() string {
 // signed with key.
 func (s *Spec) CertificateRequest(key crypto.Signer) ([]byte, error) {
 	tmpl := &x509.CertificateRequest{
-		RawSubject:  s.RawSubject,
-		DNSNames:    s.DNSNames,
-		IPAddresses: s.IPAddresses,
-		URIs:        s.URIs,
+		RawSubject:     s.RawSubject,
+		DNSNames:       s.DNSNames,
+		IPAddresses:    s.IPAddresses,
+		URIs:           s.URIs,
+		EmailAddresses: s.EmailAddresses,
 	}
 	if tmpl.RawSubject == nil {
 		tmpl.Subject = s.Subject
@@ -117,6 +119,9 @@ func (s *Spec) Verify(pub crypto.PublicKey, chain []*x509.Certificate, now time.
 	}
 	if !sameSet(leaf.IPAddresses, s.IPAddresses, net.IP.Equal) {
 		return fmt.Errorf("IP addresses are %v, requested %v", leaf.IPAddresses, s.IPAddresses)
+	}
+	if !sameSet(leaf.EmailAddresses, s.EmailAddresses, func(a, b string) bool { return a == b }) {
+		return fmt.Errorf("email addresses are %v, requested %v", leaf.EmailAddresses, s.EmailAddresses)
 	}
 	gotURIs, wantURIs := make([]string, len(leaf.URIs)), make([]string, len(s.URIs))
 	for i, u := range leaf.URIs {

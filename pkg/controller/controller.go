@@ -1,6 +1,8 @@
 // Package controller wires the certmint controller together: one manager
 // (leader election, caches, probes, metrics) running the issuer controllers
-// and the request controller with the issuer backends.
+// and the request sources (the driver's CSRs, Certificates and the Ingresses
+// that ask for them, the kubelet's PodCertificateRequests) with the issuer
+// backends.
 package controller
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -19,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -31,7 +36,9 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/controller/acmesolver"
+	"github.com/certmint/certmint/pkg/controller/certificate"
 	csrcontroller "github.com/certmint/certmint/pkg/controller/csr"
+	"github.com/certmint/certmint/pkg/controller/ingress"
 	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
 	"github.com/certmint/certmint/pkg/controller/podcertificate"
 	"github.com/certmint/certmint/pkg/controller/trustbundle"
@@ -39,6 +46,7 @@ import (
 	"github.com/certmint/certmint/pkg/issuer/acme"
 	"github.com/certmint/certmint/pkg/issuer/ca"
 	"github.com/certmint/certmint/pkg/issuer/selfsigned"
+	"github.com/certmint/certmint/pkg/issuer/vault"
 )
 
 // Defaults for Options.
@@ -50,6 +58,8 @@ const (
 	DefaultRenewDeadline    = 10 * time.Second
 	DefaultRetryPeriod      = 2 * time.Second
 	DefaultACMEHTTP01Addr   = ":8089"
+	// DefaultACMEHTTP01Service is the solver Service of the manifests.
+	DefaultACMEHTTP01Service = acmesolver.DefaultService
 )
 
 // userAgent names the controller to ACME servers.
@@ -103,6 +113,16 @@ type Options struct {
 	// defaults to :8089, and "0" disables it. The leader publishes the
 	// challenges in ConfigMaps in ClusterResourceNamespace.
 	ACMEHTTP01Addr string
+	// ACMEHTTP01Service is the Service in front of ACMEHTTP01Addr, which
+	// challenge Ingresses route to from its namespace: "name" in
+	// ClusterResourceNamespace or "namespace/name"; defaults to
+	// certmint-acme-http01.
+	ACMEHTTP01Service string
+
+	// RequireSecretsPolicy refuses to run while the API server would let
+	// the controller create a ServiceAccount token Secret; see
+	// checkSecretsPolicy.
+	RequireSecretsPolicy bool
 }
 
 func (o *Options) defaultAndValidate() error {
@@ -191,7 +211,20 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	registry, challenges, err := newRegistry(mgr, opts)
+	if opts.RequireSecretsPolicy {
+		uncached, err := client.New(opts.Config, client.Options{Scheme: scheme})
+		if err != nil {
+			return err
+		}
+		if err := checkSecretsPolicy(ctx, uncached, opts.ClusterResourceNamespace); err != nil {
+			return err
+		}
+	}
+	secrets, err := newSecrets(ctx, mgr)
+	if err != nil {
+		return err
+	}
+	registry, challenges, err := newRegistry(mgr, opts, secrets)
 	if err != nil {
 		return err
 	}
@@ -215,6 +248,17 @@ func Run(ctx context.Context, opts Options) error {
 	}); err != nil {
 		return err
 	}
+	if err := certificate.SetupWithManager(ctx, mgr, certificate.Options{
+		ClusterDomain: opts.ClusterDomain,
+		TrustDomain:   opts.TrustDomain,
+		Registry:      registry,
+		Secrets:       secrets,
+	}); err != nil {
+		return err
+	}
+	if err := ingress.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
 	if err := addNativePath(ctx, mgr, opts, registry); err != nil {
 		return err
 	}
@@ -235,12 +279,24 @@ func Run(ctx context.Context, opts Options) error {
 	return mgr.Start(ctx)
 }
 
-// newRegistry makes every kind of backend the controller has. They read
-// Secrets through one issuer.Secrets: the manager's cache keeps only the
-// metadata of Secrets, and a backend reads one from the API server when it
-// changed.
-func newRegistry(mgr manager.Manager, opts Options) (*issuer.Registry, *acmesolver.Challenges, error) {
+// newSecrets is the reader of Secrets for backends and Certificates, which
+// learns of changes from the cache of Secrets' metadata.
+func newSecrets(ctx context.Context, mgr manager.Manager) (*issuer.Secrets, error) {
 	secrets := issuer.NewSecrets(mgr.GetClient(), mgr.GetAPIReader())
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	informer, err := mgr.GetCache().GetInformer(ctx, meta)
+	if err != nil {
+		return nil, fmt.Errorf("starting the informer of Secrets' metadata: %w", err)
+	}
+	return secrets, secrets.ForgetDeleted(informer)
+}
+
+// newRegistry makes every kind of backend the controller has. They read
+// Secrets through secrets, as the Certificate controller does: the
+// manager's cache keeps only the metadata of Secrets, and a Secret is read
+// from the API server when it changed.
+func newRegistry(mgr manager.Manager, opts Options, secrets *issuer.Secrets) (*issuer.Registry, *acmesolver.Challenges, error) {
 	loader := ca.NewLoader(secrets)
 	caBackend, err := ca.New(ca.Options{Loader: loader, ClusterResourceNamespace: opts.ClusterResourceNamespace})
 	if err != nil {
@@ -250,7 +306,16 @@ func newRegistry(mgr manager.Manager, opts Options) (*issuer.Registry, *acmesolv
 	if err != nil {
 		return nil, nil, err
 	}
-	challenges, err := acmesolver.NewChallenges(mgr.GetClient(), mgr.GetCache(), opts.ClusterResourceNamespace)
+	service, err := solverService(opts.ACMEHTTP01Service, opts.ClusterResourceNamespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	challenges, err := acmesolver.NewChallenges(acmesolver.ChallengesOptions{
+		Client:    mgr.GetClient(),
+		Reader:    mgr.GetCache(),
+		Namespace: opts.ClusterResourceNamespace,
+		Service:   service,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -264,8 +329,31 @@ func newRegistry(mgr manager.Manager, opts Options) (*issuer.Registry, *acmesolv
 	if err != nil {
 		return nil, nil, err
 	}
-	registry, err := issuer.NewRegistry(selfSignedBackend.Kind(), caBackend.Kind(), acmeBackend.Kind())
+	vaultBackend, err := vault.New(vault.Options{
+		Secrets:                  secrets,
+		Tokens:                   vault.ServiceAccountTokens(mgr.GetClient()),
+		ClusterResourceNamespace: opts.ClusterResourceNamespace,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	registry, err := issuer.NewRegistry(selfSignedBackend.Kind(), caBackend.Kind(), acmeBackend.Kind(), vaultBackend.Kind())
 	return registry, challenges, err
+}
+
+// solverService reads the --acme-http01-service flag: "name", in
+// namespace, or "namespace/name".
+func solverService(flag, namespace string) (types.NamespacedName, error) {
+	ref := types.NamespacedName{Namespace: namespace, Name: flag}
+	if ns, name, ok := strings.Cut(flag, "/"); ok {
+		ref = types.NamespacedName{Namespace: ns, Name: name}
+	}
+	for _, part := range []string{ref.Namespace, ref.Name} {
+		if part != "" && len(validation.IsDNS1123Label(part)) > 0 {
+			return ref, fmt.Errorf("--acme-http01-service %q: want a Service name or namespace/name", flag)
+		}
+	}
+	return ref, nil
 }
 
 // addNativePath signs the kubelet's PodCertificateRequests and publishes

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -72,4 +73,32 @@ func (s *Secrets) Forget(ref types.NamespacedName) {
 	s.mu.Lock()
 	delete(s.kept, ref)
 	s.mu.Unlock()
+}
+
+// Keep keeps secret, as the API server returned it from a write, as the
+// copy of its name: the watch shows that resourceVersion soon, and no read
+// is needed for it.
+func (s *Secrets) Keep(secret *corev1.Secret) {
+	s.mu.Lock()
+	s.kept[client.ObjectKeyFromObject(secret)] = keptSecret{seen: secret.ResourceVersion, secret: secret.DeepCopy()}
+	s.mu.Unlock()
+}
+
+// ForgetDeleted drops the copy of every Secret the informer of Secrets'
+// metadata, informer, reports deleted, so that copies (private keys among
+// them) do not outlive their Secrets.
+func (s *Secrets) ForgetDeleted(informer interface {
+	AddEventHandler(toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error)
+}) error {
+	_, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(obj any) {
+			if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tombstone.Obj
+			}
+			if o, ok := obj.(client.Object); ok {
+				s.Forget(client.ObjectKeyFromObject(o))
+			}
+		},
+	})
+	return err
 }

@@ -39,6 +39,8 @@ const (
 	// PodCertificateRequest names a PodCertificateRequest; BeginRefreshAt
 	// is when the kubelet is told to replace the certificate it carries.
 	PodCertificateRequest = "podCertificateRequest"
+	Certificate           = "certificate"
+	Ingress               = "ingress"
 	BeginRefreshAt        = "beginRefreshAt"
 	DNSName               = "dnsName"
 	// ClusterTrustBundle names the ClusterTrustBundle that publishes an

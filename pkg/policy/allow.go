@@ -49,11 +49,11 @@ func Allow(in Allowed) Decision {
 		pol = &v1alpha1.Policy{}
 	}
 	if in.Issuer.Kind == request.KindIssuer && in.Issuer.Namespace != b.Namespace {
-		return deny(ReasonWrongNamespace, "%s issues only for namespace %s; %s should use an Issuer in its own namespace or a ClusterIssuer", in.Issuer, in.Issuer.Namespace, b)
+		return deny(ReasonWrongNamespace, "%s issues only for namespace %s; %s should use an Issuer in its own namespace or a ClusterIssuer", in.Issuer, in.Issuer.Namespace, b).in(PartIssuer)
 	}
 
 	if req.IsCA && !pol.AllowCA {
-		return deny(ReasonCANotAllowed, "the request asks for a CA certificate, which %s does not allow (policy.allowCA)", in.Issuer)
+		return deny(ReasonCANotAllowed, "the request asks for a CA certificate, which %s does not allow (policy.allowCA)", in.Issuer).in(PartIsCA)
 	}
 	allowedUsages := AllowedUsages
 	if pol.AllowCA {
@@ -61,10 +61,10 @@ func Allow(in Allowed) Decision {
 	}
 	for _, u := range req.Usages {
 		if slices.Contains(CAUsages, u) && !pol.AllowCA {
-			return deny(ReasonCANotAllowed, "usage %q is for CA certificates, which %s does not allow (policy.allowCA)", u, in.Issuer)
+			return deny(ReasonCANotAllowed, "usage %q is for CA certificates, which %s does not allow (policy.allowCA)", u, in.Issuer).in(PartUsages)
 		}
 		if !slices.Contains(allowedUsages, u) {
-			return deny(ReasonUsageNotAllowed, "usage %q is not allowed; allowed usages are %s", u, joinUsages(allowedUsages))
+			return deny(ReasonUsageNotAllowed, "usage %q is not allowed; allowed usages are %s", u, joinUsages(allowedUsages)).in(PartUsages)
 		}
 	}
 
@@ -77,7 +77,7 @@ func Allow(in Allowed) Decision {
 		duration = min(DefaultDuration, maxDuration)
 	}
 	if duration > maxDuration {
-		return deny(ReasonDurationTooLong, "the requested duration %s is longer than %s allows (%s); ask for %s or less", duration, in.Issuer, maxDuration, maxDuration)
+		return deny(ReasonDurationTooLong, "the requested duration %s is longer than %s allows (%s); ask for %s or less", duration, in.Issuer, maxDuration, maxDuration).in(PartDuration)
 	}
 
 	if len(req.IPAddresses) > 0 {
@@ -85,16 +85,16 @@ func Allow(in Allowed) Decision {
 		for i, ip := range req.IPAddresses {
 			ips[i] = ip.String()
 		}
-		return deny(ReasonIPAddressForbidden, "IP address SANs (%s) are not allowed: a pod's IP is not known when its volume is mounted; use DNS names", strings.Join(ips, ", "))
+		return deny(ReasonIPAddressForbidden, "IP address SANs (%s) are not allowed: a pod's IP is not known when its certificate is issued, and no policy grants addresses; use DNS names", strings.Join(ips, ", ")).in(PartIPAddresses)
 	}
 	if len(req.EmailAddresses) > 0 {
-		return deny(ReasonEmailForbidden, "email address SANs (%s) are not allowed", request.QuoteAll(req.EmailAddresses))
+		return deny(ReasonEmailForbidden, "email address SANs (%s) are not allowed", request.QuoteAll(req.EmailAddresses)).in(PartEmailAddresses)
 	}
 	if d, ok := checkSubject(req.Subject); !ok {
 		return d
 	}
 	if req.Subject.CommonName == "" && len(req.DNSNames) == 0 && len(req.URIs) == 0 {
-		return deny(ReasonNoIdentity, "the request names no identity: set a common name, DNS names or URIs")
+		return deny(ReasonNoIdentity, "the request names no identity: set a common name, DNS names or URIs").in(PartIdentity)
 	}
 
 	values := b.templateValues(in.ClusterDomain, in.TrustDomain)
@@ -112,10 +112,10 @@ func Allow(in Allowed) Decision {
 	}
 	for _, n := range req.DNSNames {
 		if !isDNSName(n) {
-			return deny(ReasonNameNotAllowed, "DNS name %s is not a valid DNS name (RFC 1123, optionally with a leading *.)", request.Quote(n))
+			return deny(ReasonNameNotAllowed, "DNS name %s is not a valid DNS name (RFC 1123, optionally with a leading *.)", request.Quote(n)).in(PartDNSNames)
 		}
 		if !dnsAllowed(n) {
-			return deny(ReasonNameNotAllowed, "DNS name %s is not allowed for %s; allowed: %s", request.Quote(n), b, listOrNone(dnsPatterns))
+			return deny(ReasonNameNotAllowed, "DNS name %s is not allowed for %s; allowed: %s", request.Quote(n), b, listOrNone(dnsPatterns)).in(PartDNSNames)
 		}
 	}
 	for _, u := range req.URIs {
@@ -123,13 +123,13 @@ func Allow(in Allowed) Decision {
 		// user info or %-escape passes only where the pattern has it
 		// literally, since '*' never matches '?', '#', '@' or '%'.
 		if !matchAny(uriPatterns, u.String(), uriWildcardChar) {
-			return deny(ReasonNameNotAllowed, "URI %s is not allowed for %s; allowed: %s", request.Quote(u.String()), b, listOrNone(uriPatterns))
+			return deny(ReasonNameNotAllowed, "URI %s is not allowed for %s; allowed: %s", request.Quote(u.String()), b, listOrNone(uriPatterns)).in(PartURIs)
 		}
 	}
 	if cn := req.Subject.CommonName; cn != "" &&
 		(!isDNSName(cn) || !dnsAllowed(cn)) &&
 		!matchAny(uriPatterns, cn, uriWildcardChar) {
-		return deny(ReasonNameNotAllowed, "common name %s is not allowed for %s; it must be an allowed DNS name or URI", request.Quote(cn), b)
+		return deny(ReasonNameNotAllowed, "common name %s is not allowed for %s; it must be an allowed DNS name or URI", request.Quote(cn), b).in(PartCommonName)
 	}
 	return Decision{Allowed: true, Reason: ReasonApproved, Message: b.String(), Duration: duration}
 }
@@ -148,26 +148,26 @@ var (
 // of any size it likes.
 func checkSubject(subject pkix.Name) (Decision, bool) {
 	if n := len(subject.Names); n > request.MaxSubjectAttributes {
-		return deny(ReasonSubjectNotAllowed, "the subject has %d attributes; at most %d are allowed", n, request.MaxSubjectAttributes), false
+		return deny(ReasonSubjectNotAllowed, "the subject has %d attributes; at most %d are allowed", n, request.MaxSubjectAttributes).in(PartSubject), false
 	}
 	commonNames := 0
 	for _, atv := range subject.Names {
 		value, ok := atv.Value.(string)
 		if !ok {
-			return deny(ReasonSubjectNotAllowed, "the subject attribute %s is not a string", atv.Type), false
+			return deny(ReasonSubjectNotAllowed, "the subject attribute %s is not a string", atv.Type).in(PartSubject), false
 		}
 		if err := request.CheckSubjectValue(atv.Type, value); err != nil {
-			return deny(ReasonSubjectNotAllowed, "the subject's %v", err), false
+			return deny(ReasonSubjectNotAllowed, "the subject's %v", err).in(PartSubject), false
 		}
 		switch {
 		case atv.Type.Equal(oidCommonName):
 			commonNames++
 		case atv.Type.Equal(oidEmailAddress):
-			return deny(ReasonEmailForbidden, "the subject has an emailAddress attribute (%s), which is not allowed", request.Quote(value)), false
+			return deny(ReasonEmailForbidden, "the subject has an emailAddress attribute (%s), which is not allowed", request.Quote(value)).in(PartSubject), false
 		}
 	}
 	if commonNames > 1 {
-		return deny(ReasonSubjectNotAllowed, "the subject has %d common names; a certificate may have one (put further names in DNS names)", commonNames), false
+		return deny(ReasonSubjectNotAllowed, "the subject has %d common names; a certificate may have one (put further names in DNS names)", commonNames).in(PartSubject), false
 	}
 	return Decision{}, true
 }
@@ -191,7 +191,7 @@ func checkKey(pub crypto.PublicKey, pol *v1alpha1.Policy) (Decision, bool) {
 	case ed25519.PublicKey:
 		alg = v1alpha1.KeyAlgorithmEd25519
 	default:
-		return deny(ReasonKeyTypeNotAllowed, "the request's public key (%T) is of an unsupported type", pub), false
+		return deny(ReasonKeyTypeNotAllowed, "the request's public key (%T) is of an unsupported type", pub).in(PartKey), false
 	}
 	allowed := pol.AllowedKeyTypes
 	if len(allowed) == 0 {
@@ -221,7 +221,7 @@ func checkKey(pub crypto.PublicKey, pol *v1alpha1.Policy) (Decision, bool) {
 	if size > 0 {
 		got = fmt.Sprintf("%s %d", alg, size)
 	}
-	return deny(ReasonKeyTypeNotAllowed, "key %s is not allowed; allowed: %s", got, strings.Join(names, ", ")), false
+	return deny(ReasonKeyTypeNotAllowed, "key %s is not allowed; allowed: %s", got, strings.Join(names, ", ")).in(PartKey), false
 }
 
 // orDefault returns set unless it is nil; an empty non-nil list is a policy

@@ -135,15 +135,43 @@ type Input struct {
 // Decision is the outcome of Decide.
 type Decision struct {
 	Allowed bool
-	// Reason (CamelCase) and Message (what to do about it) explain a denial.
+	// Reason (CamelCase) and Message (what to do about it) explain a denial,
+	// and Part says which part of the request it is about, for sources that
+	// point at the field a user wrote it in; empty for a denial of who asks.
 	Reason  string
 	Message string
+	Part    Part
 	// Duration is the certificate lifetime to issue when Allowed.
 	Duration time.Duration
 }
 
+// Part is a part of a request a denial is about.
+type Part string
+
+// The parts of a request.
+const (
+	PartIssuer         Part = "issuer"
+	PartIsCA           Part = "isCA"
+	PartUsages         Part = "usages"
+	PartDuration       Part = "duration"
+	PartKey            Part = "key"
+	PartIdentity       Part = "identity"
+	PartCommonName     Part = "commonName"
+	PartSubject        Part = "subject"
+	PartDNSNames       Part = "dnsNames"
+	PartURIs           Part = "uris"
+	PartIPAddresses    Part = "ipAddresses"
+	PartEmailAddresses Part = "emailAddresses"
+)
+
 func deny(reason, format string, args ...any) Decision {
 	return Decision{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// in says which part of the request d is about.
+func (d Decision) in(p Part) Decision {
+	d.Part = p
+	return d
 }
 
 // Decide binds a request of the CSI driver and applies the issuer's policy

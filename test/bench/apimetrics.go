@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -170,4 +172,119 @@ func parseSample(line string) (name string, labels map[string]string, value floa
 		}
 	}
 	return name, labels, value, true
+}
+
+// requestKey is one verb on one resource, or on one of its subresources.
+type requestKey struct{ resource, subresource, verb string }
+
+func (k requestKey) String() string {
+	if k.subresource == "" {
+		return k.verb + " " + k.resource
+	}
+	return k.verb + " " + k.resource + "/" + k.subresource
+}
+
+// requestStat is what the API server served for one requestKey.
+type requestStat struct {
+	count     float64 // apiserver_request_total, every response code
+	conflicts float64 // of those, 409 Conflict
+	// seconds and timed are the sum and count of
+	// apiserver_request_duration_seconds: the time serving them, etcd
+	// included.
+	seconds, timed float64
+}
+
+// meanSeconds is the mean time the API server took for one request.
+func (s requestStat) meanSeconds() float64 {
+	if s.timed == 0 {
+		return 0
+	}
+	return s.seconds / s.timed
+}
+
+// requestStats are the API server's requests by resource and verb, from its
+// metrics; resources of the same name in different groups (core and
+// events.k8s.io Events) are counted together.
+type requestStats map[requestKey]requestStat
+
+func parseRequestStats(body []byte) requestStats {
+	stats := requestStats{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, labels, value, ok := parseSample(line)
+		if !ok {
+			continue
+		}
+		k := requestKey{resource: labels["resource"], subresource: labels["subresource"], verb: labels["verb"]}
+		s := stats[k]
+		switch name {
+		case "apiserver_request_total":
+			s.count += value
+			if labels["code"] == "409" {
+				s.conflicts += value
+			}
+		case "apiserver_request_duration_seconds_sum":
+			s.seconds += value
+		case "apiserver_request_duration_seconds_count":
+			s.timed += value
+		default:
+			continue
+		}
+		stats[k] = s
+	}
+	return stats
+}
+
+// since is what was served between earlier and s.
+func (s requestStats) since(earlier requestStats) requestStats {
+	out := requestStats{}
+	for k, v := range s {
+		e := earlier[k]
+		d := requestStat{count: v.count - e.count, conflicts: v.conflicts - e.conflicts, seconds: v.seconds - e.seconds, timed: v.timed - e.timed}
+		if d != (requestStat{}) {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// conflicts is how many requests of every kind were refused with 409
+// Conflict.
+func (s requestStats) conflicts() float64 {
+	var n float64
+	for _, v := range s {
+		n += v.conflicts
+	}
+	return n
+}
+
+// perIssuance lists the writes of s, or its reads, per each of n issuances,
+// most frequent first, leaving out those rarer than one in twenty
+// issuances: "POST secrets 1.00, PUT certificates/status 1.00".
+func (s requestStats) perIssuance(n float64, writes bool) string {
+	type entry struct {
+		key  requestKey
+		per  float64
+		name string
+	}
+	var entries []entry
+	for k, v := range s {
+		if isWrite(k.verb) != writes || k.verb == "WATCH" || k.verb == "WATCHLIST" || v.count/n < 0.05 {
+			continue
+		}
+		entries = append(entries, entry{k, v.count / n, k.String()})
+	}
+	slices.SortFunc(entries, func(a, b entry) int {
+		if c := cmp.Compare(b.per, a.per); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	parts := make([]string, len(entries))
+	for i, e := range entries {
+		parts[i] = fmt.Sprintf("%s %.2f", e.name, e.per)
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

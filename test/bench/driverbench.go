@@ -23,20 +23,7 @@ const cleanTimeout = 30 * time.Second
 
 // runDriverBench measures publishing, memory, API cost and the renewal
 // storm on a control plane with the real controller and driver.
-func runDriverBench(ctx context.Context, opts options, res *results) (err error) {
-	dir, err := os.MkdirTemp("", "certmint-bench-")
-	if err != nil {
-		return err
-	}
-	e, err := startEnv(ctx, dir, opts)
-	defer func() {
-		e.Stop()
-		unmountUnder(dir)
-		os.RemoveAll(dir)
-	}()
-	if err != nil {
-		return err
-	}
+func runDriverBench(ctx context.Context, e *env, opts options, res *results) (err error) {
 	// Renewals must not start before the storm: every certificate is due
 	// dueAfter after it was issued.
 	renewBefore := certDuration - opts.dueAfter
@@ -66,7 +53,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	}
 
 	logf("warming up: %d publishes", len(warm))
-	if _, err := publishAll(ctx, e.Driver.Node, warm, 1, renewBefore); err != nil {
+	if _, err := publishAll(ctx, e.Driver.Node, issuerName, warm, 1, renewBefore); err != nil {
 		return err
 	}
 	if err := unpublishAll(ctx, e.Driver.Node, warm, 1); err != nil {
@@ -82,14 +69,14 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	if err != nil {
 		return err
 	}
-	first, err := publishAll(ctx, e.Driver.Node, serial[:100], 1, renewBefore)
+	first, err := publishAll(ctx, e.Driver.Node, issuerName, serial[:100], 1, renewBefore)
 	if err != nil {
 		return err
 	}
 	if res.driverRSS.at100, err = e.Driver.RSS(); err != nil {
 		return err
 	}
-	rest, err := publishAll(ctx, e.Driver.Node, serial[100:], 1, renewBefore)
+	rest, err := publishAll(ctx, e.Driver.Node, issuerName, serial[100:], 1, renewBefore)
 	if err != nil {
 		return err
 	}
@@ -122,7 +109,7 @@ func runDriverBench(ctx context.Context, opts options, res *results) (err error)
 	} else {
 		profiled <- nil
 	}
-	if res.concurrent, err = publishAll(ctx, e.Driver.Node, concurrent, opts.concurrency, renewBefore); err != nil {
+	if res.concurrent, err = publishAll(ctx, e.Driver.Node, issuerName, concurrent, opts.concurrency, renewBefore); err != nil {
 		return err
 	}
 	lastPublish := time.Now()

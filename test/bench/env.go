@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,45 @@ const (
 type env struct {
 	*stack.Stack
 	logDir string
+}
+
+// runControlPlane starts the env and runs the parts measured on it: the
+// driver's publishes and renewal storm, then Certificates, which come last
+// so that the driver's figures are those of a controller that had only
+// its requests to serve.
+func runControlPlane(ctx context.Context, opts options, res *results) error {
+	dir, err := os.MkdirTemp("", "certmint-bench-")
+	if err != nil {
+		return err
+	}
+	e, err := startEnv(ctx, dir, opts)
+	defer func() {
+		if e != nil {
+			e.Stop()
+		}
+		unmountUnder(dir)
+		os.RemoveAll(dir)
+	}()
+	if err != nil {
+		return err
+	}
+	if opts.volumes > 0 {
+		if err := runDriverBench(ctx, e, opts, res); err != nil {
+			return err
+		}
+	}
+	if opts.certificates > 0 {
+		if res.certificates, err = runCertificateBench(ctx, e, opts); err != nil {
+			return err
+		}
+	}
+	// Last, so that Vault's load is in no other figure.
+	if opts.vault && opts.volumes > 0 {
+		if res.vault, err = runVaultBench(ctx, e, opts); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // startEnv starts everything in dir, which the caller removes, and writes

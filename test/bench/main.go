@@ -6,13 +6,18 @@
 // CA ClusterIssuer and the real driver binary, which the harness calls over
 // its CSI socket as the kubelet does: NodePublishVolume for an inline
 // volume of a pod that exists in the API server and is bound to the
-// driver's node. Pod start-up is measured on the full two-node cluster of
-// test/e2e/cluster, with certmint installed from deploy/. Key generation is
-// a Go benchmark of pkg/keystore.
+// driver's node. On the same control plane the controller then issues
+// Certificates into kubernetes.io/tls Secrets, timed from the create call
+// to the moment a watch on the Secrets sees one hold a certificate for its
+// key. Last, the driver publishes as many volumes from a Vault
+// ClusterIssuer (a Vault dev server on loopback). Pod start-up is measured
+// on the full two-node cluster of test/e2e/cluster, with certmint installed
+// from deploy/. Key generation is a Go benchmark of pkg/keystore.
 //
 //	go run ./test/bench                    # everything, about 6 minutes on 2 cores
 //	go run ./test/bench -pods 0            # without the full cluster
 //	go run ./test/bench -n 100 -storm=false -keys=false
+//	go run ./test/bench -n 0 -pods 0 -keys=false   # only the Certificates
 //
 // Every phase warms up before it measures and is bounded in time; the whole
 // run is bounded by -timeout. The harness needs root (tmpfs and bind mounts,
@@ -47,6 +52,9 @@ func main() {
 		"How long after issuance the storm's certificates are due for renewal; must exceed the time the publish runs take.")
 	flag.Var(&opts.driverFlags, "driver-flag", "A flag for the driver binary, such as --kube-api-qps=1000; repeat for more. The table is for the driver's defaults without it.")
 	flag.BoolVar(&opts.profile, "profile", false, "Save a CPU profile of kube-apiserver during the concurrent run in the log directory, and build the driver and controller with symbols for perf (their memory then differs from the images').")
+	flag.IntVar(&opts.certificates, "certificates", 200, "Certificates issued into Secrets at each concurrency (1 and -certificates-inflight); 0 skips them.")
+	flag.IntVar(&opts.certificatesInflight, "certificates-inflight", 16, "Certificates in flight in the concurrent Certificate run.")
+	flag.BoolVar(&opts.vault, "vault", true, "Publish -n volumes at each concurrency from a Vault ClusterIssuer too (a Vault dev server built by hack/vault.sh), and count its logins.")
 	flag.IntVar(&opts.pods, "pods", 30, "Pods of each kind in the start-up comparison on the full cluster; 0 skips it.")
 	flag.BoolVar(&opts.keys, "keys", true, "Benchmark key generation per algorithm.")
 	flag.StringVar(&opts.output, "o", "", "Also write the table to this file.")
@@ -76,6 +84,9 @@ type options struct {
 	volumes, concurrency, warmup int
 	storm                        bool
 	dueAfter                     time.Duration
+	certificates                 int
+	certificatesInflight         int
+	vault                        bool
 	pods                         int
 	keys                         bool
 	output, logDir               string
@@ -90,6 +101,9 @@ func run(ctx context.Context, opts options) error {
 	}
 	if opts.volumes != 0 && opts.volumes < 100 || opts.concurrency < 2 {
 		return errors.New("-n must be 0 or at least 100 (memory is sampled at 100 volumes), -concurrency at least 2")
+	}
+	if opts.certificates != 0 && opts.certificates < 100 || opts.certificatesInflight < 2 {
+		return errors.New("-certificates must be 0 or at least 100 (for a p99), -certificates-inflight at least 2")
 	}
 	root, err := stack.RepoRoot()
 	if err != nil {
@@ -106,8 +120,8 @@ func run(ctx context.Context, opts options) error {
 	}
 	res := results{machine: describeMachine(ctx), driverFlags: opts.driverFlags}
 
-	if opts.volumes > 0 {
-		if err := runDriverBench(ctx, opts, &res); err != nil {
+	if opts.volumes > 0 || opts.certificates > 0 {
+		if err := runControlPlane(ctx, opts, &res); err != nil {
 			return err
 		}
 	}

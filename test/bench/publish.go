@@ -34,10 +34,11 @@ func createVolumes(ctx context.Context, e *env, prefix string, n int) ([]volume,
 }
 
 // publishRequest is what the kubelet sends for the volume: a certificate
-// from the CA ClusterIssuer for the pod's Service-style name and SPIFFE ID.
-func publishRequest(v volume, duration, renewBefore time.Duration) *csispec.NodePublishVolumeRequest {
+// from the ClusterIssuer issuer for the pod's Service-style name and SPIFFE
+// ID.
+func publishRequest(issuer string, v volume, duration, renewBefore time.Duration) *csispec.NodePublishVolumeRequest {
 	return v.PublishRequest(map[string]string{
-		attributes.IssuerName:  issuerName,
+		attributes.IssuerName:  issuer,
 		attributes.IssuerKind:  "ClusterIssuer",
 		attributes.DNSNames:    "${POD_NAME}.${POD_NAMESPACE}.svc",
 		attributes.SPIFFEID:    "spiffe://cluster.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
@@ -55,15 +56,16 @@ type publishRun struct {
 
 func (r publishRun) perSecond() float64 { return float64(len(r.latencies)) / r.wall.Seconds() }
 
-// publishAll publishes vols with concurrency calls in flight and times each
-// call from request to response: when NodePublishVolume returns, the files
-// are written and mounted. Each volume's files are checked afterwards, off
-// the clock.
-func publishAll(ctx context.Context, node csispec.NodeClient, vols []volume, concurrency int, renewBefore time.Duration) (publishRun, error) {
+// publishAll publishes vols, with certificates from the ClusterIssuer
+// issuer, with concurrency calls in flight and times each call from
+// request to response: when NodePublishVolume returns, the files are
+// written and mounted. Each volume's files are checked afterwards, off the
+// clock.
+func publishAll(ctx context.Context, node csispec.NodeClient, issuer string, vols []volume, concurrency int, renewBefore time.Duration) (publishRun, error) {
 	lat := make([]time.Duration, len(vols))
 	start := time.Now()
 	err := parallel(ctx, concurrency, len(vols), func(ctx context.Context, i int) error {
-		req := publishRequest(vols[i], certDuration, renewBefore)
+		req := publishRequest(issuer, vols[i], certDuration, renewBefore)
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		t := time.Now()

@@ -27,10 +27,12 @@ type results struct {
 	// kube-apiserver and etcd.
 	cpu [4]time.Duration
 
-	driverFlags []string
-	storm       *stormResult
-	pods        *podStartup
-	keys        []keyResult
+	driverFlags  []string
+	storm        *stormResult
+	certificates *certificateResults
+	vault        *vaultResults
+	pods         *podStartup
+	keys         []keyResult
 }
 
 // Reference figures: cert-manager's csi-driver with its CA issuer on the
@@ -45,14 +47,13 @@ const (
 
 func (r *results) markdown() string {
 	var b strings.Builder
-	row := func(measure, result, goal, reference string) {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", measure, result, goal, reference)
-	}
 	fmt.Fprintf(&b, "Machine: %s\n\n", r.machine.summary())
 	if len(r.driverFlags) > 0 {
 		fmt.Fprintf(&b, "The driver ran with %s.\n\n", strings.Join(r.driverFlags, " "))
 	}
-	b.WriteString("| measure | result | goal | reference (cert-manager csi-driver) |\n|---|---|---|---|\n")
+	// The rows of the first table; the table is left out when they are.
+	var rows strings.Builder
+	row := rowsOf(&rows)
 
 	if r.volumes > 0 {
 		r.driverRows(row)
@@ -75,7 +76,31 @@ func (r *results) markdown() string {
 	for _, k := range r.keys {
 		row("key generation, "+k.name, fmt.Sprintf("%s per key (%d runs)", ms(k.perOp), k.runs), "", "")
 	}
+	if rows.Len() > 0 {
+		b.WriteString("| measure | result | goal | reference (cert-manager csi-driver) |\n|---|---|---|---|\n")
+		b.WriteString(rows.String())
+	}
+
+	if c := r.certificates; c != nil {
+		if rows.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString("| Certificates → Secrets | result | goal | reference (cert-manager) |\n|---|---|---|---|\n")
+		c.rows(rowsOf(&b), r.machine.cpus)
+	}
+
+	if v := r.vault; v != nil {
+		b.WriteString("\n| Vault ClusterIssuer (AppRole; a Vault dev server on loopback, its audit log on) | result | CA ClusterIssuer, same run |\n|---|---|---|\n")
+		v.rows(func(measure, result, ca string) { fmt.Fprintf(&b, "| %s | %s | %s |\n", measure, result, ca) }, r)
+	}
 	return b.String()
+}
+
+// rowsOf returns a function that writes table rows to b.
+func rowsOf(b *strings.Builder) func(measure, result, goal, reference string) {
+	return func(measure, result, goal, reference string) {
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", measure, result, goal, reference)
+	}
 }
 
 func mean(d []time.Duration) time.Duration {
@@ -163,3 +188,54 @@ func (r *results) driverRows(row func(measure, result, goal, reference string)) 
 				st.took.Seconds(), st.peakRenewals, st.peakAPI, st.failed, st.cleanup.left), "", "")
 	}
 }
+
+// Reference facts about cert-manager's Certificate → Secret path, from its
+// code and defaults; not measured here.
+const (
+	refCertManagerPath   = "a CertificateRequest written and approved per issuance, and a temporary Secret for the next key, before the Secret (and an Order and Challenges for ACME)"
+	refCertManagerClient = "its controller's API client is limited to 20 QPS, burst 50, by default"
+)
+
+// rows are the figures of the Certificate runs.
+func (c *certificateResults) rows(row func(measure, result, goal, reference string), cpus int) {
+	s, cc := c.serial, c.concurrent
+	sk, k := c.serialCost, c.concurrentCost
+	row(fmt.Sprintf("Certificate create → its Secret seen holding a certificate for its key, concurrency 1 (N=%d): p50 / p90 / p99", len(s.toSecret)),
+		distribution(s.toSecret), "", refCertManagerPath)
+	row("Certificate create → Ready seen, concurrency 1: p50 / p90 / p99", distribution(s.toReady), "", "")
+	req := sk.requests
+	row("where an issuance at concurrency 1 spends its time (means)",
+		fmt.Sprintf("create → Secret %s, → Ready %s; API server time per request: Certificate create %s, Secret read %s, Secret create %s, status write %s; signing %s",
+			ms(mean(s.toSecret)), ms(mean(s.toReady)),
+			ms(seconds(req[requestKey{"certificates", "", "POST"}].meanSeconds())),
+			ms(seconds(req[requestKey{"secrets", "", "GET"}].meanSeconds())),
+			ms(seconds(req[requestKey{"secrets", "", "POST"}].meanSeconds())),
+			ms(seconds(req[requestKey{"certificates", "status", "PUT"}].meanSeconds())),
+			ms(sk.sign)), "", "")
+	row(fmt.Sprintf("Certificate create → its Secret seen, %d in flight (N=%d): p50 / p90 / p99", cc.inflight, len(cc.toSecret)),
+		distribution(cc.toSecret), "", "")
+	row(fmt.Sprintf("Certificate create → Ready seen, %d in flight: p50 / p90 / p99", cc.inflight), distribution(cc.toReady), "", "")
+	row(fmt.Sprintf("Certificates issued per second, %d in flight", cc.inflight), fmt.Sprintf("%.0f/s", cc.perSecond()), "", refCertManagerClient)
+	row(fmt.Sprintf("the Certificate controller (%.0f workers) per issuance, concurrency 1 / %d in flight", c.workers, cc.inflight),
+		fmt.Sprintf("%.2f / %.2f reconciles (requests refused with a conflict: %.2f / %.2f); reconciling %s / %s; in its work queue %s / %s",
+			sk.reconciles, k.reconciles, sk.requests.conflicts()/sk.n, k.requests.conflicts()/k.n,
+			ms(sk.reconcile), ms(k.reconcile), ms(sk.queue), ms(k.queue)), "", "")
+
+	per := func(v float64) string { return fmt.Sprintf("%.2f", v/k.n) }
+	row(fmt.Sprintf("API requests per issuance (%d in flight, the harness's create included): reads / writes / watches started", cc.inflight),
+		fmt.Sprintf("%s / %s / %s", per(k.api.reads), per(k.api.writes), per(k.api.watches)), "", "")
+	row("API writes per issuance, by resource", k.requests.perIssuance(k.n, true), "", "")
+	row("API reads per issuance, by resource", k.requests.perIssuance(k.n, false), "", "")
+	total := k.cpu[1] + k.cpu[2] + k.cpu[3]
+	row(fmt.Sprintf("CPU per issuance (%d in flight): controller / kube-apiserver / etcd = total", cc.inflight),
+		fmt.Sprintf("%s / %s / %s = %s (at most %.0f issuances/s on %d idle cores)",
+			ms(k.cpu[1]), ms(k.cpu[2]), ms(k.cpu[3]), ms(total), float64(cpus)*float64(time.Second)/float64(total), cpus), "", "")
+	cl := c.cleanup
+	row(fmt.Sprintf("controller RSS before the Certificates; with %d; after deleting them", cl.certificates),
+		fmt.Sprintf("%s; %s; %s", rss(c.controllerRSS.before), rss(c.controllerRSS.issued), rss(c.controllerRSS.deleted)), "", "")
+	row("Certificates / Secrets left after deleting them",
+		fmt.Sprintf("%d / %d (%d Certificates deleted in %s, then their Secrets in %s, one request each)",
+			cl.leftCertificates, cl.leftSecrets, cl.certificates, ms(cl.certificatesTook), ms(cl.secretsTook)), "0 / 0", "")
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

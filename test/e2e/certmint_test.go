@@ -485,7 +485,7 @@ func uninstall(t *testing.T, f *framework.Framework, command func(ctx context.Co
 	if err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("deleting namespace %s: %v", deploy.Namespace, err)
 	}
-	for _, crd := range []string{"issuers.certmint.io", "clusterissuers.certmint.io"} {
+	for _, crd := range []string{"issuers.certmint.io", "clusterissuers.certmint.io", "certificates.certmint.io"} {
 		if out, err := testCluster.Kubectl(ctx, "delete", "crd", crd, "--ignore-not-found").CombinedOutput(); err != nil {
 			t.Errorf("deleting CRD %s: %v\n%s", crd, err, out)
 		}
@@ -631,7 +631,21 @@ func checkRBAC(t *testing.T, f *framework.Framework) {
 		{controller, signers("approve", "kubernetes.io/kube-apiserver-client"), false},
 		{controller, signers("approve", "kubernetes.io/*"), false},
 		{controller, signers("sign", "kubernetes.io/kubelet-serving"), false},
-		{controller, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "create", Namespace: "default"}, false},
+		// A Certificate's Secret lives in its namespace; the admission
+		// policy installed with the controller limits it to TLS Secrets
+		// (test/integration/controller checks that).
+		{controller, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "create", Namespace: "default"}, true},
+		{controller, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "delete", Namespace: "default"}, false},
+		{controller, authorizationv1.ResourceAttributes{Resource: "serviceaccounts", Subresource: "token", Verb: "create", Namespace: deploy.Namespace}, false},
+		// Vault's Kubernetes auth: a token for its one ServiceAccount, and
+		// for no other, the driver's least of all.
+		{controller, authorizationv1.ResourceAttributes{Resource: "serviceaccounts", Subresource: "token", Verb: "create", Namespace: deploy.Namespace, Name: "certmint-vault"}, true},
+		{controller, authorizationv1.ResourceAttributes{Resource: "serviceaccounts", Subresource: "token", Verb: "create", Namespace: deploy.Namespace, Name: deploy.DriverDaemonSet}, false},
+		// ACME challenges routed through an Ingress controller: their
+		// Ingresses live next to the solver Service, and nowhere else.
+		{controller, authorizationv1.ResourceAttributes{Group: "networking.k8s.io", Resource: "ingresses", Verb: "create", Namespace: deploy.Namespace}, true},
+		{controller, authorizationv1.ResourceAttributes{Group: "networking.k8s.io", Resource: "ingresses", Verb: "create", Namespace: "default"}, false},
+		{controller, authorizationv1.ResourceAttributes{Group: "networking.k8s.io", Resource: "ingresses", Verb: "update", Namespace: "default"}, false},
 		// Pod certificates: sign the kubelet's requests through their
 		// status and publish trust bundles, for certmint's signers only.
 		{controller, signers("attest", "clusterissuers.certmint.io/*"), true},

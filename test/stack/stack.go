@@ -131,7 +131,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := s.CP.InstallCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml"} {
+	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml", "rbac/controller-secrets-policy.yaml"} {
 		if err := ApplyManifest(ctx, s.CP.Config, filepath.Join(root, "deploy", f)); err != nil {
 			return nil, err
 		}

@@ -4,7 +4,9 @@
 // each pending key authorization in a ConfigMap in the controller's
 // namespace, every replica serves what its cache holds (asking the API
 // server when its cache has not caught up yet), and the leader deletes the
-// ConfigMap once the authorization is settled.
+// ConfigMap once the authorization is settled. For an issuer that asks for
+// it, the leader also keeps an Ingress of the same name that routes the
+// challenge's URL through an Ingress controller to the solver Service.
 package acmesolver
 
 import (
@@ -13,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -31,11 +35,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/certmint/certmint/pkg/issuer/acme"
 	"github.com/certmint/certmint/pkg/logkeys"
 )
 
-// LabelChallenge marks the ConfigMaps that hold key authorizations; the
-// controller caches only those.
+// LabelChallenge marks the ConfigMaps that hold key authorizations, and
+// the Ingresses that route them; the controller caches only those
+// ConfigMaps.
 const LabelChallenge = "certmint.io/acme-http01-challenge"
 
 // Keys of a challenge ConfigMap.
@@ -47,8 +53,16 @@ const (
 // PathPrefix is where ACME servers ask for HTTP-01 key authorizations.
 const PathPrefix = "/.well-known/acme-challenge/"
 
+// DefaultService is the solver Service of the deploy manifests, and
+// ServicePort the name of its port.
+const (
+	DefaultService = "certmint-acme-http01"
+	ServicePort    = "http"
+)
+
 // ObjectName is the name of the ConfigMap holding the key authorization of
-// token. Tokens are mixed-case base64url, which object names cannot be.
+// token, and of the Ingress routing it. Tokens are mixed-case base64url,
+// which object names cannot be.
 func ObjectName(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return "certmint-acme-http01-" + hex.EncodeToString(sum[:12])
@@ -63,55 +77,164 @@ func CacheConfig(namespace string) cache.ByObject {
 	}
 }
 
+// ChallengesOptions configures Challenges.
+type ChallengesOptions struct {
+	// Client writes challenge objects. Required.
+	Client client.Client
+	// Reader reads them; it must be a cache configured with CacheConfig:
+	// Served is true once that cache, the one every replica's Server
+	// reads, has the object. Required.
+	Reader client.Reader
+	// Namespace holds the challenge ConfigMaps. Required.
+	Namespace string
+	// Service is the solver Service in front of the controller's pods,
+	// which challenge Ingresses route to from its namespace; its name
+	// defaults to DefaultService and its namespace to Namespace.
+	Service types.NamespacedName
+	// HTTPClient checks that a routed challenge is answered; it defaults
+	// to a client that gives up after selfCheckTimeout.
+	HTTPClient *http.Client
+}
+
+// selfCheckTimeout bounds one check that a routed challenge is answered.
+const selfCheckTimeout = 5 * time.Second
+
 // Challenges publishes and withdraws key authorizations.
 type Challenges struct {
-	client    client.Client
-	reader    client.Reader
-	namespace string
+	opts ChallengesOptions
 }
 
-// NewChallenges returns Challenges writing through c and reading through
-// reader, which must be a cache configured with CacheConfig: Served is
-// true once that cache, the one every replica's Server reads, has the
-// object.
-func NewChallenges(c client.Client, reader client.Reader, namespace string) (*Challenges, error) {
-	if c == nil || reader == nil || namespace == "" {
+var _ acme.Solver = (*Challenges)(nil)
+
+// NewChallenges returns Challenges.
+func NewChallenges(opts ChallengesOptions) (*Challenges, error) {
+	if opts.Client == nil || opts.Reader == nil || opts.Namespace == "" {
 		return nil, errors.New("acmesolver: a client, a reader and a namespace are required")
 	}
-	return &Challenges{client: c, reader: reader, namespace: namespace}, nil
+	if opts.Service.Name == "" {
+		opts.Service.Name = DefaultService
+	}
+	if opts.Service.Namespace == "" {
+		opts.Service.Namespace = opts.Namespace
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: selfCheckTimeout}
+	}
+	return &Challenges{opts: opts}, nil
 }
 
-// Present publishes keyAuth as the answer for token. Publishing the same
-// token again is not an error.
-func (c *Challenges) Present(ctx context.Context, token, keyAuth string) error {
+// Present publishes the key authorization of ch and, when ch asks for it,
+// the Ingress routing it. Publishing the same challenge again is not an
+// error.
+func (c *Challenges) Present(ctx context.Context, ch acme.Challenge) error {
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: c.namespace,
-			Name:      ObjectName(token),
-			Labels:    map[string]string{LabelChallenge: "true"},
-		},
-		Data: map[string]string{KeyToken: token, KeyKeyAuthorization: keyAuth},
+		ObjectMeta: c.objectMeta(ch.Token),
+		Data:       map[string]string{KeyToken: ch.Token, KeyKeyAuthorization: ch.KeyAuthorization},
 	}
-	if err := c.client.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := c.opts.Client.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("publishing HTTP-01 challenge: %w", err)
 	}
+	if ch.Ingress == nil {
+		return nil
+	}
+	if err := c.opts.Client.Create(ctx, c.route(ch)); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the Ingress routing the HTTP-01 challenge for %s: %w", ch.DNSName, err)
+	}
 	return nil
+}
+
+func (c *Challenges) objectMeta(token string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Namespace: c.opts.Namespace,
+		Name:      ObjectName(token),
+		Labels:    map[string]string{LabelChallenge: "true"},
+	}
+}
+
+// routeMeta is the metadata of the Ingress routing token, which lives
+// next to the Service it routes to.
+func (c *Challenges) routeMeta(token string) metav1.ObjectMeta {
+	meta := c.objectMeta(token)
+	meta.Namespace = c.opts.Service.Namespace
+	return meta
+}
+
+// route is an Ingress that sends exactly the URL of ch, and nothing else
+// of its host, to the solver Service: every Ingress controller prefers an
+// exact path over the prefixes of the host's own Ingresses, as the API
+// requires.
+func (c *Challenges) route(ch acme.Challenge) *networkingv1.Ingress {
+	exact := networkingv1.PathTypeExact
+	return &networkingv1.Ingress{
+		ObjectMeta: c.routeMeta(ch.Token),
+		Spec: networkingv1.IngressSpec{
+			IngressClassName: ch.Ingress.IngressClassName,
+			Rules: []networkingv1.IngressRule{{
+				Host: ch.DNSName,
+				IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
+					Paths: []networkingv1.HTTPIngressPath{{
+						Path:     PathPrefix + ch.Token,
+						PathType: &exact,
+						Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
+							Name: c.opts.Service.Name,
+							Port: networkingv1.ServiceBackendPort{Name: ServicePort},
+						}},
+					}},
+				}},
+			}},
+		},
+	}
 }
 
 // Served reports whether the cache every replica answers from holds
 // keyAuth for token.
 func (c *Challenges) Served(ctx context.Context, token, keyAuth string) (bool, error) {
-	got, err := lookup(ctx, c.reader, c.namespace, token)
+	got, err := lookup(ctx, c.opts.Reader, c.opts.Namespace, token)
 	if err != nil {
 		return false, err
 	}
 	return got == keyAuth, nil
 }
 
-// CleanUp withdraws the answer for token; a missing one is not an error.
-func (c *Challenges) CleanUp(ctx context.Context, token string) error {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: ObjectName(token)}}
-	if err := c.client.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+// Reachable checks that http://<name>/.well-known/acme-challenge/<token>
+// answers ch's key authorization, as the ACME server will ask for it: an
+// Ingress controller loads a new route a moment after it is created, and
+// an ACME server that gets an answer from the host's own backend instead
+// fails the authorization for good.
+func (c *Challenges) Reachable(ctx context.Context, ch acme.Challenge) error {
+	url := "http://" + ch.DNSName + PathPrefix + ch.Token
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	// A key authorization is a token and a thumbprint: well under 1 KiB.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", url, err)
+	}
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("GET %s answered %s", url, resp.Status)
+	case strings.TrimSpace(string(body)) != ch.KeyAuthorization:
+		return fmt.Errorf("GET %s answered something other than the key authorization", url)
+	}
+	return nil
+}
+
+// CleanUp withdraws the answer of ch and the Ingress routing it; what is
+// missing is not an error.
+func (c *Challenges) CleanUp(ctx context.Context, ch acme.Challenge) error {
+	if ch.Ingress != nil {
+		if err := c.opts.Client.Delete(ctx, &networkingv1.Ingress{ObjectMeta: c.routeMeta(ch.Token)}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("removing the Ingress routing the HTTP-01 challenge for %s: %w", ch.DNSName, err)
+		}
+	}
+	if err := c.opts.Client.Delete(ctx, &corev1.ConfigMap{ObjectMeta: c.objectMeta(ch.Token)}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing HTTP-01 challenge: %w", err)
 	}
 	return nil
@@ -121,20 +244,35 @@ func (c *Challenges) CleanUp(ctx context.Context, token string) error {
 // that lost its lease mid-order left behind. Validation takes seconds, so
 // an old challenge is nobody's.
 func (c *Challenges) Sweep(ctx context.Context, cutoff time.Time) error {
-	var list corev1.ConfigMapList
-	if err := c.reader.List(ctx, &list, client.InNamespace(c.namespace), client.MatchingLabels{LabelChallenge: "true"}); err != nil {
+	var configMaps corev1.ConfigMapList
+	if err := c.list(ctx, &configMaps, c.opts.Namespace); err != nil {
 		return fmt.Errorf("listing HTTP-01 challenges: %w", err)
 	}
-	for i := range list.Items {
-		cm := &list.Items[i]
-		if !cm.CreationTimestamp.Time.Before(cutoff) {
+	var ingresses networkingv1.IngressList
+	if err := c.list(ctx, &ingresses, c.opts.Service.Namespace); err != nil {
+		return fmt.Errorf("listing the Ingresses of HTTP-01 challenges: %w", err)
+	}
+	var stale []client.Object
+	for i := range configMaps.Items {
+		stale = append(stale, &configMaps.Items[i])
+	}
+	for i := range ingresses.Items {
+		stale = append(stale, &ingresses.Items[i])
+	}
+	for _, o := range stale {
+		if !o.GetCreationTimestamp().Time.Before(cutoff) {
 			continue
 		}
-		if err := c.client.Delete(ctx, cm, client.Preconditions{UID: &cm.UID}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("removing stale HTTP-01 challenge %s: %w", cm.Name, err)
+		uid := o.GetUID()
+		if err := c.opts.Client.Delete(ctx, o, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("removing stale HTTP-01 challenge object %s: %w", o.GetName(), err)
 		}
 	}
 	return nil
+}
+
+func (c *Challenges) list(ctx context.Context, list client.ObjectList, namespace string) error {
+	return c.opts.Reader.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{LabelChallenge: "true"})
 }
 
 // lookup returns the key authorization published for token, or "" when

@@ -5,30 +5,34 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/issuer/acme"
 )
 
 const ns = "certmint"
 
 func TestHandler(t *testing.T) {
 	c := fake.NewClientBuilder().Build()
-	challenges, err := NewChallenges(c, c, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
+	challenges := newChallenges(t, c)
 	ctx := context.Background()
-	if err := challenges.Present(ctx, "Tok-En_1", "Tok-En_1.thumbprint"); err != nil {
+	ch := acme.Challenge{DNSName: "web.example.com", Token: "Tok-En_1", KeyAuthorization: "Tok-En_1.thumbprint"}
+	if err := challenges.Present(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
 	// Presenting again, as a retried order pass does, is not an error.
-	if err := challenges.Present(ctx, "Tok-En_1", "Tok-En_1.thumbprint"); err != nil {
+	if err := challenges.Present(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(Handler(c, c, ns, logr.Discard()))
@@ -94,17 +98,24 @@ func TestHandlerReadsAChallengeItsCacheDoesNotHoldYet(t *testing.T) {
 	}
 }
 
-func TestChallengesLifecycle(t *testing.T) {
-	c := fake.NewClientBuilder().Build()
-	challenges, err := NewChallenges(c, c, ns)
+func newChallenges(t *testing.T, c client.Client) *Challenges {
+	t.Helper()
+	challenges, err := NewChallenges(ChallengesOptions{Client: c, Reader: c, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return challenges
+}
+
+func TestChallengesLifecycle(t *testing.T) {
+	c := fake.NewClientBuilder().Build()
+	challenges := newChallenges(t, c)
 	ctx := context.Background()
+	ch := acme.Challenge{DNSName: "web.example.com", Token: "tok", KeyAuthorization: "tok.thumb"}
 	if served, err := challenges.Served(ctx, "tok", "tok.thumb"); err != nil || served {
 		t.Fatalf("before Present: served = %t, err = %v", served, err)
 	}
-	if err := challenges.Present(ctx, "tok", "tok.thumb"); err != nil {
+	if err := challenges.Present(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
 	if served, err := challenges.Served(ctx, "tok", "tok.thumb"); err != nil || !served {
@@ -113,14 +124,79 @@ func TestChallengesLifecycle(t *testing.T) {
 	if served, _ := challenges.Served(ctx, "tok", "another.thumb"); served {
 		t.Error("a different key authorization counts as served")
 	}
-	if err := challenges.CleanUp(ctx, "tok"); err != nil {
+	var ingresses networkingv1.IngressList
+	if err := c.List(ctx, &ingresses); err != nil || len(ingresses.Items) != 0 {
+		t.Errorf("Ingresses of a challenge that asks for none: %d, %v", len(ingresses.Items), err)
+	}
+	if err := challenges.CleanUp(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
-	if err := challenges.CleanUp(ctx, "tok"); err != nil {
+	if err := challenges.CleanUp(ctx, ch); err != nil {
 		t.Fatalf("cleaning up twice: %v", err)
 	}
 	if served, _ := challenges.Served(ctx, "tok", "tok.thumb"); served {
 		t.Error("served after CleanUp")
+	}
+}
+
+func TestARoutedChallengeHasAnIngressForItsURLOnly(t *testing.T) {
+	c := fake.NewClientBuilder().Build()
+	challenges := newChallenges(t, c)
+	ctx := context.Background()
+	class := "traefik"
+	ch := acme.Challenge{DNSName: "web.example.com", Token: "Tok-En", KeyAuthorization: "Tok-En.thumb", Ingress: &v1alpha1.ACMEHTTP01Ingress{IngressClassName: &class}}
+	if err := challenges.Present(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := challenges.Present(ctx, ch); err != nil {
+		t.Fatalf("presenting again: %v", err)
+	}
+	var ing networkingv1.Ingress
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ObjectName("Tok-En")}, &ing); err != nil {
+		t.Fatal(err)
+	}
+	if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != class {
+		t.Errorf("class = %v, want %s", ing.Spec.IngressClassName, class)
+	}
+	if len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host != "web.example.com" || len(ing.Spec.Rules[0].HTTP.Paths) != 1 {
+		t.Fatalf("rules = %+v, want one for web.example.com with one path", ing.Spec.Rules)
+	}
+	path := ing.Spec.Rules[0].HTTP.Paths[0]
+	if path.Path != PathPrefix+"Tok-En" || *path.PathType != networkingv1.PathTypeExact {
+		t.Errorf("path = %s (%s), want exactly %sTok-En", path.Path, *path.PathType, PathPrefix)
+	}
+	if svc := path.Backend.Service; svc == nil || svc.Name != DefaultService || svc.Port.Name != ServicePort {
+		t.Errorf("backend = %+v, want Service %s port %s", path.Backend, DefaultService, ServicePort)
+	}
+	if err := challenges.CleanUp(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ObjectName("Tok-En")}, &ing); !apierrors.IsNotFound(err) {
+		t.Errorf("the Ingress after CleanUp: %v, want it gone", err)
+	}
+}
+
+func TestReachableAsksTheChallengeURL(t *testing.T) {
+	answer := "tok.thumb"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != PathPrefix+"tok" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, answer+"\n")
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	challenges := newChallenges(t, fake.NewClientBuilder().Build())
+	ctx := context.Background()
+	if err := challenges.Reachable(ctx, acme.Challenge{DNSName: host, Token: "tok", KeyAuthorization: "tok.thumb"}); err != nil {
+		t.Errorf("a URL answering the key authorization: %v", err)
+	}
+	if err := challenges.Reachable(ctx, acme.Challenge{DNSName: host, Token: "tok", KeyAuthorization: "tok.other"}); err == nil {
+		t.Error("a URL answering another key authorization counts as reachable")
+	}
+	if err := challenges.Reachable(ctx, acme.Challenge{DNSName: host, Token: "missing", KeyAuthorization: "missing.thumb"}); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("a URL answering 404: %v, want an error naming the status", err)
 	}
 }
 
@@ -133,17 +209,29 @@ func TestSweepRemovesOnlyOldChallenges(t *testing.T) {
 		}}
 	}
 	unrelated := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated", CreationTimestamp: metav1.NewTime(now.Add(-48 * time.Hour))}}
+	route := func(name string, created time.Time) *networkingv1.Ingress {
+		return &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: name, Labels: map[string]string{LabelChallenge: "true"},
+			CreationTimestamp: metav1.NewTime(created),
+		}}
+	}
 	c := fake.NewClientBuilder().WithObjects(
 		challenge("old", now.Add(-2*time.Hour)),
 		challenge("fresh", now.Add(-time.Minute)),
 		unrelated,
+		route("old", now.Add(-2*time.Hour)),
+		route("fresh", now.Add(-time.Minute)),
 	).Build()
-	challenges, err := NewChallenges(c, c, ns)
-	if err != nil {
-		t.Fatal(err)
-	}
+	challenges := newChallenges(t, c)
 	if err := challenges.Sweep(context.Background(), now.Add(-DefaultMaxAge)); err != nil {
 		t.Fatal(err)
+	}
+	var routes networkingv1.IngressList
+	if err := c.List(context.Background(), &routes, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(routes.Items) != 1 || routes.Items[0].Name != "fresh" {
+		t.Errorf("Ingresses left: %+v, want only fresh", routes.Items)
 	}
 	var left corev1.ConfigMapList
 	if err := c.List(context.Background(), &left, client.InNamespace(ns)); err != nil {

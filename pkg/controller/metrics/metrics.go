@@ -34,6 +34,14 @@ var (
 		Help:      "PodCertificateRequests handled, by signer name and result (issued, denied, failed).",
 	}, []string{"signer", "result"})
 
+	// Certificates counts issuances for Certificates by signer name and
+	// result.
+	Certificates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "certmint",
+		Name:      "certificate_issuances_total",
+		Help:      "Issuances for Certificates, by signer name and result (issued, denied, failed).",
+	}, []string{"signer", "result"})
+
 	// SignDuration is how long backends take to sign, by signer name.
 	SignDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "certmint",
@@ -51,5 +59,5 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Requests, PodCertificateRequests, SignDuration, IssuerReady)
+	ctrlmetrics.Registry.MustRegister(Requests, PodCertificateRequests, Certificates, SignDuration, IssuerReady)
 }

@@ -40,17 +40,33 @@ const (
 // registered is looked at again: the server may have been unreachable.
 const accountRecheck = time.Minute
 
+// Challenge is an HTTP-01 challenge to answer.
+type Challenge struct {
+	// DNSName is the name the ACME server validates.
+	DNSName string
+	// Token is the last segment of the challenge's URL, and
+	// KeyAuthorization the answer.
+	Token, KeyAuthorization string
+	// Ingress, when set, asks for the challenge to be routed through an
+	// Ingress controller.
+	Ingress *v1alpha1.ACMEHTTP01Ingress
+}
+
 // Solver makes key authorizations answerable at
 // http://<name>/.well-known/acme-challenge/<token>.
 type Solver interface {
-	// Present publishes keyAuth as the answer for token; publishing it
-	// again is not an error.
-	Present(ctx context.Context, token, keyAuth string) error
-	// Served reports whether keyAuth is being answered for token.
+	// Present publishes the answer of ch, and its route when it asks for
+	// one; publishing it again is not an error.
+	Present(ctx context.Context, ch Challenge) error
+	// Served reports whether keyAuth is being answered for token by the
+	// solver itself.
 	Served(ctx context.Context, token, keyAuth string) (bool, error)
-	// CleanUp withdraws the answer for token; a missing one is not an
-	// error.
-	CleanUp(ctx context.Context, token string) error
+	// Reachable reports why the URL of ch, asked as the ACME server asks
+	// for it, does not answer its key authorization; nil when it does.
+	Reachable(ctx context.Context, ch Challenge) error
+	// CleanUp withdraws the answer of ch and its route; what is missing
+	// is not an error.
+	CleanUp(ctx context.Context, ch Challenge) error
 }
 
 // Options configures a Backend.

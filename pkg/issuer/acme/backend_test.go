@@ -20,12 +20,13 @@ import (
 // refusingSolver fails the test if an order gets as far as a challenge.
 type refusingSolver struct{ t *testing.T }
 
-func (s refusingSolver) Present(context.Context, string, string) error {
+func (s refusingSolver) Present(context.Context, Challenge) error {
 	s.t.Error("a challenge was published")
 	return nil
 }
 func (s refusingSolver) Served(context.Context, string, string) (bool, error) { return false, nil }
-func (s refusingSolver) CleanUp(context.Context, string) error                { return nil }
+func (s refusingSolver) Reachable(context.Context, Challenge) error           { return nil }
+func (s refusingSolver) CleanUp(context.Context, Challenge) error             { return nil }
 
 func TestSignRefusesWhatACMECannotCertifyBeforeContactingTheServer(t *testing.T) {
 	c := fake.NewClientBuilder().Build()

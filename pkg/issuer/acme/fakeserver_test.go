@@ -47,6 +47,21 @@ func (f *fakeServer) rootPEM() string {
 
 func (f *fakeServer) directoryURL() string { return f.srv.URL + "/dir" }
 
+// accepted is how many challenges the server was told to validate.
+func (f *fakeServer) accepted() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, o := range f.orders {
+		for _, v := range o.valid {
+			if v {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // orderCount is how many orders were created.
 func (f *fakeServer) orderCount() int {
 	f.mu.Lock()

@@ -38,6 +38,11 @@ const (
 	// finalizeWait bounds how long Sign waits for the certificate after
 	// finalizing; a slower server is asked again on the next call.
 	finalizeWait = 5 * time.Second
+	// reachableWait is how long a challenge routed through an Ingress may
+	// fail the controller's own check of its URL before the server is told
+	// to validate anyway: some clusters cannot reach their own public
+	// address (no hairpin NAT), and the server, which can, may succeed.
+	reachableWait = time.Minute
 	// orderIdle is how long an order, or the certificate it got, is kept
 	// without Sign asking about it: its request was deleted, signed by
 	// another replica, or has stored the certificate.
@@ -55,8 +60,8 @@ type orderState struct {
 	// account.
 	fingerprint string
 	url         string
-	// tokens are the published challenges, by authorization URL.
-	tokens map[string]string
+	// challenges are the published challenges, by authorization URL.
+	challenges map[string]*presented
 	// accepted are the challenges the server has been told to validate.
 	accepted map[string]bool
 	// issued is the chain the server issued (DER, as it sent it). It is
@@ -74,8 +79,14 @@ type orderState struct {
 func reset(st *orderState, fingerprint string) {
 	st.fingerprint = fingerprint
 	st.url = ""
-	st.tokens = map[string]string{}
+	st.challenges = map[string]*presented{}
 	st.accepted = map[string]bool{}
+}
+
+// presented is a challenge published for an order, and since when.
+type presented struct {
+	Challenge
+	since time.Time
 }
 
 // orderKey identifies the order of one request: the certificate request
@@ -93,7 +104,7 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 	b.mu.Lock()
 	st, ok := b.orders[key]
 	if !ok {
-		st = &orderState{fingerprint: s.fingerprint, tokens: map[string]string{}, accepted: map[string]bool{}}
+		st = &orderState{fingerprint: s.fingerprint, challenges: map[string]*presented{}, accepted: map[string]bool{}}
 		b.orders[key] = st
 	}
 	st.lastUsed = b.clock.Now()
@@ -109,7 +120,7 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 		if st.fingerprint != s.fingerprint {
 			reset(st, s.fingerprint)
 		}
-		der, err = b.step(ctx, s, st, names, req)
+		der, err = b.step(ctx, s, st, names, req, iss.GetSpec().ACME.Solver.HTTP01)
 	}
 	var chain []byte
 	if err == nil {
@@ -137,7 +148,11 @@ func isPermanent(err error) bool {
 
 // step is one pass over the order; it returns the chain as the server
 // issued it.
-func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req *issuer.Request) ([][]byte, error) {
+func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req *issuer.Request, http01 *v1alpha1.ACMEHTTP01Solver) ([][]byte, error) {
+	var route *v1alpha1.ACMEHTTP01Ingress
+	if http01 != nil {
+		route = http01.Ingress
+	}
 	log := logr.FromContextOrDiscard(ctx)
 	if st.url == "" {
 		ids := make([]acme.AuthzID, len(names))
@@ -160,7 +175,7 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 		}
 		switch order.Status {
 		case acme.StatusPending:
-			valid, err := b.authorize(ctx, s, st, order)
+			valid, err := b.authorize(ctx, s, st, order, route)
 			if err != nil {
 				return nil, err
 			}
@@ -185,9 +200,10 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 }
 
 // authorize publishes and accepts the HTTP-01 challenge of every pending
-// authorization of order. It reports whether all are valid; a nil error
-// with false means waiting for the server.
-func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, order *acme.Order) (bool, error) {
+// authorization of order, routed through an Ingress when route is set. It
+// reports whether all are valid; a nil error with false means waiting for
+// the server.
+func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, order *acme.Order, route *v1alpha1.ACMEHTTP01Ingress) (bool, error) {
 	allValid := true
 	for _, url := range order.AuthzURLs {
 		authz, err := s.client.GetAuthorization(ctx, url)
@@ -197,11 +213,11 @@ func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, ord
 		name := authz.Identifier.Value
 		switch authz.Status {
 		case acme.StatusValid:
-			if token, ok := st.tokens[url]; ok {
-				if err := b.solver.CleanUp(ctx, token); err != nil {
+			if p, ok := st.challenges[url]; ok {
+				if err := b.solver.CleanUp(ctx, p.Challenge); err != nil {
 					return false, err
 				}
-				delete(st.tokens, url)
+				delete(st.challenges, url)
 			}
 			continue
 		case acme.StatusPending:
@@ -222,24 +238,37 @@ func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, ord
 		if err != nil {
 			return false, fmt.Errorf("computing the key authorization: %w", err)
 		}
-		served, err := b.solver.Served(ctx, chal.Token, keyAuth)
-		if err != nil {
-			return false, err
-		}
-		// Recorded even when already served, as when the server reuses a
-		// pending authorization an earlier order published: this order
-		// withdraws it once settled.
-		st.tokens[url] = chal.Token
-		if !served {
-			if err := b.solver.Present(ctx, chal.Token, keyAuth); err != nil {
+		p, ok := st.challenges[url]
+		if !ok {
+			// Recorded even when already served, as when the server
+			// reuses a pending authorization an earlier order published:
+			// this order withdraws it once settled.
+			p = &presented{Challenge: Challenge{DNSName: name, Token: chal.Token, KeyAuthorization: keyAuth, Ingress: route}, since: b.clock.Now()}
+			st.challenges[url] = p
+			served, err := b.solver.Served(ctx, chal.Token, keyAuth)
+			if err != nil {
 				return false, err
 			}
-			if served, err = b.waitServed(ctx, chal.Token, keyAuth); err != nil || !served {
-				return false, err
+			if !served || route != nil {
+				if err := b.solver.Present(ctx, p.Challenge); err != nil {
+					return false, err
+				}
 			}
 		}
 		// Told to validate before it is served, the server would fail the
 		// authorization for good.
+		if served, err := b.waitServed(ctx, chal.Token, keyAuth); err != nil || !served {
+			return false, err
+		}
+		if route != nil {
+			if err := b.solver.Reachable(ctx, p.Challenge); err != nil {
+				if b.clock.Since(p.since) < reachableWait {
+					return false, pending(fmt.Sprintf("waiting for the Ingress controller to route the HTTP-01 challenge for %s: %v", name, err))
+				}
+				logr.FromContextOrDiscard(ctx).Info("the HTTP-01 challenge does not answer through the Ingress controller here; asking the ACME server to validate anyway",
+					logkeys.DNSName, name, logkeys.Reason, err.Error())
+			}
+		}
 		if _, err := s.client.Accept(ctx, chal); err != nil {
 			return false, b.acmeError("accepting the HTTP-01 challenge for "+name, err)
 		}
@@ -291,12 +320,12 @@ func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, r
 // cleanUp withdraws the challenges st published. A failure is logged: the
 // solver sweeps what is left.
 func (b *Backend) cleanUp(ctx context.Context, st *orderState) {
-	for url, token := range st.tokens {
-		if err := b.solver.CleanUp(ctx, token); err != nil {
+	for url, p := range st.challenges {
+		if err := b.solver.CleanUp(ctx, p.Challenge); err != nil {
 			logr.FromContextOrDiscard(ctx).Error(err, "withdrawing an HTTP-01 challenge")
 			continue
 		}
-		delete(st.tokens, url)
+		delete(st.challenges, url)
 	}
 }
 

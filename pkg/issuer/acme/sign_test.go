@@ -23,37 +23,60 @@ import (
 )
 
 // memorySolver answers from memory; with servesEverything it claims to
-// serve every token already, as when an earlier order published it.
+// serve every token already, as when an earlier order published it. Its
+// routes are unreachable while unreachable is set.
 type memorySolver struct {
 	servesEverything bool
 
-	mu        sync.Mutex
-	published map[string]string
-	withdrawn []string
+	mu          sync.Mutex
+	published   map[string]Challenge
+	withdrawn   []Challenge
+	unreachable error
+	checks      int
 }
 
-func (s *memorySolver) Present(_ context.Context, token, keyAuth string) error {
+func (s *memorySolver) Present(_ context.Context, ch Challenge) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.published == nil {
-		s.published = map[string]string{}
+		s.published = map[string]Challenge{}
 	}
-	s.published[token] = keyAuth
+	s.published[ch.Token] = ch
 	return nil
 }
 
 func (s *memorySolver) Served(_ context.Context, token, keyAuth string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.servesEverything || s.published[token] == keyAuth, nil
+	return s.servesEverything || s.published[token].KeyAuthorization == keyAuth, nil
 }
 
-func (s *memorySolver) CleanUp(_ context.Context, token string) error {
+func (s *memorySolver) Reachable(_ context.Context, ch Challenge) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.published, token)
-	s.withdrawn = append(s.withdrawn, token)
+	s.checks++
+	if s.published[ch.Token].Ingress == nil {
+		return errors.New("no route published")
+	}
+	return s.unreachable
+}
+
+func (s *memorySolver) CleanUp(_ context.Context, ch Challenge) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.published, ch.Token)
+	s.withdrawn = append(s.withdrawn, ch)
 	return nil
+}
+
+func (s *memorySolver) withdrawnTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var tokens []string
+	for _, ch := range s.withdrawn {
+		tokens = append(tokens, ch.Token)
+	}
+	return tokens
 }
 
 type signFixture struct {
@@ -141,9 +164,55 @@ func TestSignWithdrawsAChallengeThatWasAlreadyServed(t *testing.T) {
 	solver := &memorySolver{servesEverything: true}
 	f := newSignFixture(t, solver)
 	f.signUntilIssued(t, newRequest(t, "web.example.com"))
-	if want := []string{fakeToken(0, 0)}; !slices.Equal(solver.withdrawn, want) {
-		t.Errorf("withdrawn challenges = %v, want %v", solver.withdrawn, want)
+	if want := []string{fakeToken(0, 0)}; !slices.Equal(solver.withdrawnTokens(), want) {
+		t.Errorf("withdrawn challenges = %v, want %v", solver.withdrawnTokens(), want)
 	}
+}
+
+func TestSignRoutesChallengesThroughAnIngressAndAcceptsOnceTheyAnswer(t *testing.T) {
+	solver := &memorySolver{unreachable: errors.New("GET answered 404 Not Found")}
+	f := newSignFixture(t, solver)
+	class := "traefik"
+	f.issuer.Spec.ACME.Solver.HTTP01.Ingress = &v1alpha1.ACMEHTTP01Ingress{IngressClassName: &class}
+	req := newRequest(t, "web.example.com")
+
+	for range 3 {
+		_, err := f.backend.Sign(t.Context(), f.issuer, req)
+		var pending *issuer.PendingError
+		if !errors.As(err, &pending) {
+			t.Fatalf("Sign while the route does not answer: %v, want pending", err)
+		}
+	}
+	if f.server.accepted() != 0 {
+		t.Fatal("the server was told to validate a challenge whose route does not answer")
+	}
+	ch, ok := solver.published[fakeToken(0, 0)]
+	if !ok || ch.Ingress == nil || *ch.Ingress.IngressClassName != class || ch.DNSName != "web.example.com" {
+		t.Fatalf("published challenge = %+v, want one routed through class %s for web.example.com", ch, class)
+	}
+
+	solver.mu.Lock()
+	solver.unreachable = nil
+	solver.mu.Unlock()
+	f.signUntilIssued(t, req)
+	if got := solver.withdrawn; len(got) != 1 || got[0].Ingress == nil {
+		t.Errorf("withdrawn = %+v, want the one challenge with its route", got)
+	}
+}
+
+func TestSignAcceptsARouteItCannotReachItselfAfterAWhile(t *testing.T) {
+	solver := &memorySolver{unreachable: errors.New("dial tcp: no route to host")}
+	f := newSignFixture(t, solver)
+	f.issuer.Spec.ACME.Solver.HTTP01.Ingress = &v1alpha1.ACMEHTTP01Ingress{}
+	req := newRequest(t, "shop.example.com")
+	if _, err := f.backend.Sign(t.Context(), f.issuer, req); err == nil {
+		t.Fatal("issued at once although the route does not answer")
+	}
+	if f.server.accepted() != 0 {
+		t.Fatal("accepted before the wait")
+	}
+	f.clock.SetTime(f.clock.Now().Add(reachableWait))
+	f.signUntilIssued(t, req)
 }
 
 func TestReadyPublishesAnEditedTrustBundle(t *testing.T) {

@@ -21,8 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// The certmint issuer resources.
+// The certmint resources.
 var (
+	Certificates   = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "certificates"}
 	ClusterIssuers = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "clusterissuers"}
 	Issuers        = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "issuers"}
 )
@@ -35,6 +36,12 @@ var (
 // The issuer's CA is an intermediate under that root, as most real CAs are,
 // so pods verify chains longer than one certificate.
 func CAClusterIssuer(ctx context.Context, cfg *rest.Config, name string) (*x509.Certificate, error) {
+	return CAClusterIssuerWithPolicy(ctx, cfg, name, nil)
+}
+
+// CAClusterIssuerWithPolicy is CAClusterIssuer with the policy block policy
+// (nil for none).
+func CAClusterIssuerWithPolicy(ctx context.Context, cfg *rest.Config, name string, policy map[string]any) (*x509.Certificate, error) {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -61,6 +68,9 @@ func CAClusterIssuer(ctx context.Context, cfg *rest.Config, name string) (*x509.
 		"metadata":   map[string]any{"name": name},
 		"spec":       map[string]any{"ca": map[string]any{"secretName": name}},
 	}}
+	if policy != nil {
+		issuer.Object["spec"].(map[string]any)["policy"] = policy
+	}
 	if _, err := dyn.Resource(ClusterIssuers).Create(ctx, issuer, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("creating ClusterIssuer: %w", err)
 	}

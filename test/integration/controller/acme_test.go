@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/controller/acmesolver"
+	"github.com/certmint/certmint/pkg/controller/certificate"
 	"github.com/certmint/certmint/pkg/request"
+	"github.com/certmint/certmint/test/pebble"
 )
 
 // TestACMEIssuer gets a certificate for a node-bound request from Pebble
@@ -37,7 +40,11 @@ func TestACMEIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb := startPebble(t, mustAtoi(t, standbyPort))
+	httpPort, err := strconv.Atoi(standbyPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := pebble.Start(t, pebble.Options{HTTPPort: httpPort})
 	startController(t, "acme-leader", "--leader-elect=true", "--acme-http01-address="+leaderSolver)
 
 	ns := uniqueName("acme")
@@ -50,14 +57,14 @@ func TestACMEIssuer(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: issuerName},
 		Spec: v1alpha1.IssuerSpec{
 			ACME: &v1alpha1.ACMEIssuer{
-				Server:               pb.directoryURL,
+				Server:               pb.DirectoryURL,
 				Email:                "certs@certmint.test",
 				AccountKeySecretName: issuerName + "-account",
-				CABundle:             string(pb.tlsCA),
-				TrustBundle:          string(pb.root),
+				CABundle:             string(pb.TLSCA),
+				TrustBundle:          string(pb.Root),
 				Solver:               v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
 			},
-			Policy: &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}.${POD_NAMESPACE}.certmint.test"}},
+			Policy: &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}.${POD_NAMESPACE}.certmint.test", "cert.${POD_NAMESPACE}.certmint.test"}},
 		},
 	}
 	if err := e.admin.Create(ctx, iss); err != nil {
@@ -85,7 +92,7 @@ func TestACMEIssuer(t *testing.T) {
 	})
 
 	t.Run("the issuer publishes Pebble's root as its trust bundle", func(t *testing.T) {
-		if !bytes.Equal(bytes.TrimSpace([]byte(iss.Status.TrustBundle)), bytes.TrimSpace(pb.root)) {
+		if !bytes.Equal(bytes.TrimSpace([]byte(iss.Status.TrustBundle)), bytes.TrimSpace(pb.Root)) {
 			t.Fatalf("status.trustBundle is not Pebble's root:\n%s", iss.Status.TrustBundle)
 		}
 	})
@@ -150,7 +157,7 @@ func TestACMEIssuer(t *testing.T) {
 			}
 		}
 		// Pebble's VA logs each HTTP-01 fetch it made and its result.
-		if log := pb.log(t); !strings.Contains(log, "/.well-known/acme-challenge/") {
+		if log := pb.Log(); !strings.Contains(log, "/.well-known/acme-challenge/") {
 			t.Errorf("Pebble logged no HTTP-01 validation:\n%s", tail([]byte(log), 30))
 		}
 	})
@@ -174,6 +181,20 @@ func TestACMEIssuer(t *testing.T) {
 		}
 		if len(csr.Status.Certificate) > 0 {
 			t.Error("a refused request got a certificate")
+		}
+	})
+
+	t.Run("a Certificate gets its Secret from Pebble, over the passes of one order", func(t *testing.T) {
+		host := "cert." + ns + ".certmint.test"
+		ordersBefore := strings.Count(pb.Log(), "POST /order-plz")
+		cert := newCert(ns, "acme", issuerName, host)
+		if err := e.admin.Create(ctx, cert); err != nil {
+			t.Fatal(err)
+		}
+		waitCert(t, cert, "to be Ready", readyIs(metav1.ConditionTrue, certificate.ReasonReady))
+		leafOf(t, readySecret(t, ns, "acme-tls"), pb.Root, host)
+		if n := strings.Count(pb.Log(), "POST /order-plz") - ordersBefore; n != 1 {
+			t.Errorf("Pebble got %d orders for one Certificate, want 1: each pass must ask with the same request", n)
 		}
 	})
 
@@ -234,7 +255,7 @@ func TestACMEIssuerSpecValidation(t *testing.T) {
 		{name: "a plain http server URL", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Server = "http://acme.example.com/directory"; return a }()}, wantErr: "must be an https URL"},
 		{name: "no solver", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Solver.HTTP01 = nil; return a }()}, wantErr: "http01 must be set"},
 		{name: "an email that is not one", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Email = "certs"; return a }()}, wantErr: "must be an email address"},
-		{name: "acme next to another backend", spec: v1alpha1.IssuerSpec{ACME: valid(), CA: &v1alpha1.CAIssuer{SecretName: "ca"}}, wantErr: "exactly one of selfSigned, ca or acme"},
+		{name: "acme next to another backend", spec: v1alpha1.IssuerSpec{ACME: valid(), CA: &v1alpha1.CAIssuer{SecretName: "ca"}}, wantErr: "exactly one of selfSigned, ca, acme or vault"},
 	}
 	for _, tt := range tests {
 		t.Run("the API server rejects "+tt.name, func(t *testing.T) {

@@ -224,7 +224,7 @@ func TestIssuerReadiness(t *testing.T) {
 			"both": {SelfSigned: &v1alpha1.SelfSignedIssuer{}, CA: &v1alpha1.CAIssuer{SecretName: "x"}},
 		} {
 			err := e.admin.Create(t.Context(), &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "invalid-" + name}, Spec: spec})
-			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "exactly one of selfSigned, ca or acme") {
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "exactly one of selfSigned, ca, acme or vault") {
 				t.Errorf("%s: err = %v, want the one-of rule", name, err)
 			}
 		}

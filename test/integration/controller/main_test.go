@@ -154,7 +154,7 @@ func setup(ctx context.Context) (*testEnv, error) {
 	if err := e.cp.InstallCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
 		return e, err
 	}
-	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml"} {
+	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml", "rbac/controller-secrets-policy.yaml"} {
 		if err := e.apply(ctx, filepath.Join(root, "deploy", f)); err != nil {
 			return e, err
 		}

@@ -14,7 +14,7 @@ var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: "v1alpha
 
 var (
 	schemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
-	// AddToScheme registers Issuer and ClusterIssuer with a scheme.
+	// AddToScheme registers Issuer, ClusterIssuer and Certificate with a scheme.
 	AddToScheme = schemeBuilder.AddToScheme
 )
 
@@ -22,6 +22,7 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 	scheme.AddKnownTypes(SchemeGroupVersion,
 		&Issuer{}, &IssuerList{},
 		&ClusterIssuer{}, &ClusterIssuerList{},
+		&Certificate{}, &CertificateList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil

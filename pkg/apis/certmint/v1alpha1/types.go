@@ -63,7 +63,7 @@ type ClusterIssuerList struct {
 
 // IssuerSpec chooses exactly one backend and, optionally, a policy.
 //
-// +kubebuilder:validation:XValidation:rule="[has(self.selfSigned), has(self.ca), has(self.acme)].filter(x, x).size() == 1",message="exactly one of selfSigned, ca or acme must be set"
+// +kubebuilder:validation:XValidation:rule="[has(self.selfSigned), has(self.ca), has(self.acme), has(self.vault)].filter(x, x).size() == 1",message="exactly one of selfSigned, ca, acme or vault must be set"
 type IssuerSpec struct {
 	// SelfSigned makes the controller generate and keep a root CA of its own
 	// for this issuer.
@@ -80,6 +80,10 @@ type IssuerSpec struct {
 	// proves that a name reaches the cluster, not which namespace owns it.
 	// +optional
 	ACME *ACMEIssuer `json:"acme,omitempty"`
+
+	// Vault signs with a role of a HashiCorp Vault PKI secrets engine.
+	// +optional
+	Vault *VaultIssuer `json:"vault,omitempty"`
 
 	// Policy widens or narrows what pods may ask this issuer for. Without it
 	// the default policy applies; see docs/policy.md.
@@ -152,15 +156,36 @@ type ACMEIssuer struct {
 // +kubebuilder:validation:XValidation:rule="has(self.http01)",message="http01 must be set"
 type ACMESolver struct {
 	// HTTP01 answers HTTP-01 challenges from the controller's solver
-	// Service: every DNS name must route http://<name>/.well-known/acme-challenge/
-	// to it.
+	// Service: http://<name>/.well-known/acme-challenge/ of every DNS name
+	// must reach it, through a route of the user's or one the controller
+	// keeps (ingress).
 	// +optional
 	HTTP01 *ACMEHTTP01Solver `json:"http01,omitempty"`
 }
 
-// ACMEHTTP01Solver has no settings: the controller serves the challenges
-// on its --acme-http01-address.
-type ACMEHTTP01Solver struct{}
+// ACMEHTTP01Solver says how the ACME server's validation requests reach
+// the controller, which serves the challenges on its
+// --acme-http01-address behind its solver Service.
+type ACMEHTTP01Solver struct {
+	// Ingress makes the controller route each challenge through an Ingress
+	// controller: while a challenge is pending it keeps an Ingress in its
+	// own namespace that sends exactly
+	// http://<name>/.well-known/acme-challenge/<token> to the solver
+	// Service, and it tells the ACME server to validate only once that URL
+	// answers. Without it, routing that path to the Service is up to you.
+	// +optional
+	Ingress *ACMEHTTP01Ingress `json:"ingress,omitempty"`
+}
+
+// ACMEHTTP01Ingress is the Ingress that routes challenges.
+type ACMEHTTP01Ingress struct {
+	// IngressClassName is the class of the challenge Ingresses, the one of
+	// the Ingress controller that serves the names. Unset, the cluster's
+	// default IngressClass serves them.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	IngressClassName *string `json:"ingressClassName,omitempty"`
+}
 
 // Policy is what pods may ask an issuer for. Each field that is set replaces
 // the default for that aspect; fields left out keep the default.

@@ -5,7 +5,9 @@
 // on the first node and a client pod on the second, each with a certmint
 // volume, and a second client with a podCertificate projection of the same
 // issuer instead. The clients call the server over mutual TLS every few
-// seconds; all log the identity they verified. The demo prints what happened and
+// seconds; all log the identity they verified. Then it installs Traefik
+// and an Ingress annotated for the issuer, whose Certificate's Secret
+// Traefik serves to a browser pod over HTTPS. The demo prints what happened and
 // leaves everything running.
 //
 // It learns each node's directories and containerd socket from the
@@ -16,6 +18,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -33,8 +36,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/certmint/certmint/pkg/controller/ingress"
+	"github.com/certmint/certmint/pkg/pki"
+	"github.com/certmint/certmint/pkg/policy"
 	"github.com/certmint/certmint/test/e2e/cluster"
 	"github.com/certmint/certmint/test/e2e/deploy"
 	"github.com/certmint/certmint/test/e2e/framework"
@@ -124,11 +131,12 @@ func run(ctx context.Context, kubeconfig, overlay string) error {
 	if err != nil {
 		return err
 	}
-	if err := reset(ctx, client, dyn); err != nil {
+	if err := reset(ctx, cfg, client, dyn); err != nil {
 		return err
 	}
-	step("creating a CA and ClusterIssuer %s", issuerName)
-	if _, err := deploy.CAClusterIssuer(ctx, cfg, issuerName); err != nil {
+	step("creating a CA and ClusterIssuer %s (its policy also grants each namespace the names under <namespace>.example.test)", issuerName)
+	root, err := deploy.CAClusterIssuerWithPolicy(ctx, cfg, issuerName, map[string]any{"allowedDNSNames": demoDNSNames()})
+	if err != nil {
 		return err
 	}
 
@@ -146,19 +154,41 @@ func run(ctx context.Context, kubeconfig, overlay string) error {
 		}
 	}
 
+	step("installing Traefik as the Ingress controller, and an Ingress for %s annotated with %s=%s", shopHost, ingress.AnnotationClusterIssuer, issuerName)
+	traefik, err := deploy.Traefik(ctx, nodes, cfg)
+	if err != nil {
+		return err
+	}
+	if err := startShop(ctx, client, traefik, root, clientNode); err != nil {
+		return err
+	}
+	if err := framework.Wait(ctx, "an HTTPS request through Traefik with certmint's certificate", waitTimeout, func(ctx context.Context) (bool, string, error) {
+		logs, err := podLogs(ctx, client, "browser")
+		return err == nil && strings.Contains(logs, "verified server "), "browser log: " + logs, nil
+	}); err != nil {
+		return err
+	}
+
 	fmt.Println()
-	for _, pod := range []string{"server", "client", "native-client"} {
+	for _, pod := range []string{"server", "client", "native-client", "browser"} {
 		logs, err := podLogs(ctx, client, pod)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("--- kubectl -n %s logs %s\n%s\n", namespace, pod, firstLines(logs, 4))
+		lines := firstLines(logs, 4)
+		if pod == "browser" {
+			// Its first calls may come before Traefik loaded the new
+			// Secret; the latest show what it serves now.
+			lines = lastLines(logs, 2)
+		}
+		fmt.Printf("--- kubectl -n %s logs %s\n%s\n", namespace, pod, lines)
 	}
 	for _, args := range [][]string{
 		{"-n", namespace, "exec", "server", "--", "/testapp", "files", "--dir=/tls"},
 		{"-n", namespace, "exec", "native-client", "--", "/testapp", "files", "--dir=/tls"},
 		{"get", "clusterissuers"},
 		{"get", "clustertrustbundles"},
+		{"-n", namespace, "get", "ingresses,certificates"},
 		{"-n", namespace, "get", "pods", "-o", "wide"},
 	} {
 		var b bytes.Buffer
@@ -249,7 +279,7 @@ func waitInstalled(ctx context.Context, client kubernetes.Interface, nodes int) 
 
 // reset removes what an earlier demo on the same cluster created, so the
 // demo can run again.
-func reset(ctx context.Context, client kubernetes.Interface, dyn dynamic.Interface) error {
+func reset(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, dyn dynamic.Interface) error {
 	errs := []error{
 		dyn.Resource(deploy.ClusterIssuers).Delete(ctx, issuerName, metav1.DeleteOptions{}),
 		client.CoreV1().Secrets(deploy.Namespace).Delete(ctx, issuerName, metav1.DeleteOptions{}),
@@ -259,6 +289,9 @@ func reset(ctx context.Context, client kubernetes.Interface, dyn dynamic.Interfa
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
+	}
+	if err := deploy.DeleteTraefik(ctx, cfg); err != nil {
+		return err
 	}
 	return framework.Wait(ctx, "namespace "+namespace+" of an earlier demo to be gone", waitTimeout, func(ctx context.Context) (bool, string, error) {
 		_, err := client.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
@@ -323,6 +356,56 @@ func startPods(ctx context.Context, client kubernetes.Interface, serverNode, cli
 	return err
 }
 
+// The demo's Ingress: shop answers HTTPS at shopHost through Traefik with
+// a certificate from a certmint Certificate, and browser calls it.
+const (
+	shopHost    = "shop." + namespace + ".example.test"
+	shopMessage = "hello over HTTPS, with a certificate certmint keeps in Secret shop-tls"
+)
+
+// demoDNSNames are the issuer's DNS patterns: the defaults, for the pods'
+// volumes, and the names under <namespace>.example.test, for Certificates.
+func demoDNSNames() []any {
+	var out []any
+	for _, p := range append(slices.Clone(policy.DefaultDNSNames), "*.${POD_NAMESPACE}.example.test") {
+		out = append(out, p)
+	}
+	return out
+}
+
+// startShop starts the shop backend and its Ingress, which certmint keeps
+// a Certificate for, and a browser pod on node that trusts root and calls
+// https://shopHost/ through Traefik every five seconds.
+func startShop(ctx context.Context, client kubernetes.Interface, traefik *deploy.TraefikInstance, root *x509.Certificate, node string) error {
+	pod, svc := deploy.HTTPBackend("shop", testappImage, shopMessage, 1000)
+	if _, err := client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := client.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	ing := deploy.TLSIngress("shop", shopHost, "shop", "shop-tls", map[string]string{ingress.AnnotationClusterIssuer: issuerName})
+	if _, err := client.NetworkingV1().Ingresses(namespace).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "demo-ca"}, Data: map[string]string{"ca.crt": string(pki.EncodeCertificates(root))}}
+	if _, err := client.CoreV1().ConfigMaps(namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	browser := pod.DeepCopy()
+	browser.ObjectMeta = metav1.ObjectMeta{Name: "browser"}
+	browser.Spec.NodeName = node
+	browser.Spec.Containers[0].ReadinessProbe = nil
+	browser.Spec.Containers[0].Args = []string{"https-get", "--addr=" + traefik.HTTPSAddr(), "--server-name=" + shopHost,
+		"--ca-file=/ca/ca.crt", "--expect-body=" + shopMessage, "--every=5s"}
+	browser.Spec.Volumes = []corev1.Volume{{Name: "ca", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "demo-ca"}},
+	}}}
+	browser.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "ca", MountPath: "/ca", ReadOnly: true}}
+	_, err := client.CoreV1().Pods(namespace).Create(ctx, browser, metav1.CreateOptions{})
+	return err
+}
+
 func spiffeID(serviceAccount string) string {
 	return deploy.SPIFFEID(namespace, serviceAccount)
 }
@@ -345,4 +428,9 @@ func podLogs(ctx context.Context, client kubernetes.Interface, name string) (str
 func firstLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

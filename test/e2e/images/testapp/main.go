@@ -9,6 +9,8 @@
 //	testapp mtls-call --addr 10.244.2.5:8443 --cert-dir /tls --server-name server.a --peer-uri spiffe://cluster.local/ns/a/sa/server
 //	testapp files --dir /tls
 //	testapp cat --file /tls/keystore.p12
+//	testapp serve-http --listen :8080 --message "hello from the backend"
+//	testapp https-get --addr 10.244.2.5:8443 --server-name app.example.test --ca-file /ca/ca.crt --expect-body "hello from the backend"
 //
 // Each mode parses its own flags; new modes (e.g. TLS serve and call from
 // mounted certificate files) are one more entry in modes.
@@ -48,6 +50,8 @@ var modes = map[string]mode{
 	"mtls-call":  {"call an mtls-serve server with a certmint volume's files, verifying it", mtlsCall},
 	"files":      {"list a directory's files with mode, owner and group", files},
 	"cat":        {"copy a file to standard output", cat},
+	"serve-http": {"answer every HTTP request with a message", serveHTTP},
+	"https-get":  {"GET over HTTPS, verifying the server against a CA file and a host name", httpsGet},
 }
 
 func main() {
