@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/certmint/certmint/test/testproc"
 )
 
 // startTimeout bounds the wait for named to serve its zones.
@@ -36,7 +38,7 @@ type Options struct {
 	BasePort int
 	// Command makes the command that runs a program, such as one that
 	// runs it inside a network namespace; exec.CommandContext by default.
-	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	Command testproc.Command
 	// Zones are the zones named is the primary of. Defaults to
 	// example.test.
 	Zones []string
@@ -95,9 +97,6 @@ func Start(t testing.TB, opts Options) *Server {
 	if ip == nil {
 		t.Fatalf("bind: IP %q is not an IP address", opts.IP)
 	}
-	if opts.Command == nil {
-		opts.Command = exec.CommandContext
-	}
 	if len(opts.Zones) == 0 {
 		opts.Zones = []string{"example.test."}
 	}
@@ -134,16 +133,16 @@ func Start(t testing.TB, opts Options) *Server {
 	s.LogPath = filepath.Join(dir, "named.log")
 	// -g: in the foreground, logging to stderr whatever the configuration
 	// says; one worker thread is plenty for a test.
-	named := startProcess(t, opts.Command, s.LogPath, namedPath, "-g", "-n", "1", "-c", conf)
+	named := testproc.Start(t, opts.Command, s.LogPath, nil, namedPath, "-g", "-n", "1", "-c", conf)
 	if err := s.waitServing(t.Context(), named); err != nil {
-		// Its log follows, from the cleanup startProcess registered.
+		// Its log follows, from the cleanup testproc.Start registered.
 		t.Fatalf("waiting for named to answer SOA queries for %s at %s: %v", strings.Join(s.Zones, ", "), s.Addr, err)
 	}
 	return s
 }
 
 // Log returns what named has logged so far.
-func (s *Server) Log() string { return string(readFile(s.LogPath)) }
+func (s *Server) Log() string { return testproc.ReadLog(s.LogPath) }
 
 // findNamed returns the path of named, which is in sbin, off the PATH of
 // many users.
@@ -280,7 +279,7 @@ func zoneRecords(t testing.TB, zones, records []string) map[string][]dns.RR {
 
 // waitServing waits until named answers authoritatively for every zone, or
 // exits.
-func (s *Server) waitServing(ctx context.Context, named *process) error {
+func (s *Server) waitServing(ctx context.Context, named *testproc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -293,8 +292,8 @@ func (s *Server) waitServing(ctx context.Context, named *process) error {
 				break
 			}
 			select {
-			case <-named.done:
-				return fmt.Errorf("named exited: %w", named.err)
+			case <-named.Done():
+				return fmt.Errorf("named exited: %w", named.Err())
 			case <-ctx.Done():
 				return fmt.Errorf("%w; last answer: %w", ctx.Err(), lastErr)
 			case <-tick.C:
@@ -355,66 +354,4 @@ func writeFile(t testing.TB, path, data string) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// process is a program Start runs.
-type process struct {
-	// done is closed once the program has exited, with err set.
-	done chan struct{}
-	err  error
-}
-
-// startProcess runs name with args through command, logging to logPath,
-// until t ends; its log is shown when t fails.
-func startProcess(t testing.TB, command func(context.Context, string, ...string) *exec.Cmd, logPath, name string, args ...string) *process {
-	t.Helper()
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Not t.Context(): the process must outlive the test's own cleanups
-	// that still talk to it.
-	cmd := command(context.Background(), name, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	name = filepath.Base(name)
-	p := &process{done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-			t.Errorf("%s exited early: %v", name, p.err)
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-			t.Logf("%s stopped: %v", name, p.err)
-		}
-		logFile.Close()
-		if t.Failed() {
-			t.Logf("%s log:\n%s", name, tail(readFile(logPath), 40))
-		}
-	})
-	return p
-}
-
-func readFile(path string) []byte {
-	out, err := os.ReadFile(path)
-	if err != nil {
-		return []byte(err.Error())
-	}
-	return out
-}
-
-// tail returns the last lines of b.
-func tail(b []byte, lines int) string {
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }

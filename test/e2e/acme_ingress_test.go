@@ -20,6 +20,7 @@ import (
 	"github.com/certmint/certmint/test/e2e/deploy"
 	"github.com/certmint/certmint/test/e2e/framework"
 	"github.com/certmint/certmint/test/pebble"
+	"github.com/certmint/certmint/test/testproc"
 )
 
 const (
@@ -102,7 +103,7 @@ func TestACMEThroughIngress(t *testing.T) {
 			t.Errorf("the challenge's Ingress routes %+v, want only %s%s<token>", r, ingressHost, acmesolver.PathPrefix)
 		}
 		if log := pb.Log(); !strings.Contains(log, acmesolver.PathPrefix) {
-			t.Errorf("Pebble logged no HTTP-01 validation:\n%s", pebble.Tail([]byte(log), 30))
+			t.Errorf("Pebble logged no HTTP-01 validation:\n%s", testproc.Tail(log, 30))
 		}
 	})
 

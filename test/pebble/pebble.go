@@ -23,11 +23,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/certmint/certmint/test/testproc"
 )
 
 // startTimeout bounds the wait for Pebble to serve its directory.
@@ -51,7 +52,7 @@ type Options struct {
 	ResolveTo string
 	// Command makes the command that runs a program, such as one that
 	// runs it inside a network namespace; exec.CommandContext by default.
-	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	Command testproc.Command
 }
 
 // Server is a running Pebble.
@@ -86,9 +87,6 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.ResolveTo == "" {
 		opts.ResolveTo = opts.IP
 	}
-	if opts.Command == nil {
-		opts.Command = exec.CommandContext
-	}
 	ports := make([]int, 5)
 	for i := range ports {
 		if opts.BasePort != 0 {
@@ -103,7 +101,7 @@ func Start(t testing.TB, opts Options) *Server {
 	tlsCA, certFile, keyFile := writeTLS(t, dir, net.ParseIP(opts.IP))
 
 	dnsAddr := addr(dnsPort)
-	startProcess(t, opts.Command, filepath.Join(dir, "challtestsrv.log"), nil, "pebble-challtestsrv",
+	testproc.Start(t, opts.Command, filepath.Join(dir, "challtestsrv.log"), nil, "pebble-challtestsrv",
 		"-dns01", dnsAddr,
 		"-defaultIPv4", opts.ResolveTo,
 		// No AAAA answers: the solvers listen on IPv4 only.
@@ -133,7 +131,7 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{DirectoryURL: "https://" + addr(directoryPort) + "/dir", TLSCA: tlsCA, LogPath: filepath.Join(dir, "pebble.log")}
-	startProcess(t, opts.Command, s.LogPath, []string{
+	testproc.Start(t, opts.Command, s.LogPath, []string{
 		"PEBBLE_VA_NOSLEEP=1",
 		"PEBBLE_AUTHZREUSE=0",
 	}, "pebble", "-config", configFile, "-dnsserver", dnsAddr)
@@ -153,13 +151,13 @@ func Start(t testing.TB, opts Options) *Server {
 		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("waiting for Pebble to serve %s: %v\n%s", s.DirectoryURL, err, Tail(readFile(s.LogPath), 40))
+		t.Fatalf("waiting for Pebble to serve %s: %v\n%s", s.DirectoryURL, err, testproc.Tail(s.Log(), 40))
 	}
 	return s
 }
 
 // Log returns what Pebble has logged so far.
-func (s *Server) Log() string { return string(readFile(s.LogPath)) }
+func (s *Server) Log() string { return testproc.ReadLog(s.LogPath) }
 
 // FreePort returns a TCP port nothing listens on at ip, in this network
 // namespace.
@@ -251,54 +249,4 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return key
-}
-
-// startProcess runs name with args through command, logging to logPath,
-// until t ends; its log is shown when t fails.
-func startProcess(t testing.TB, command func(context.Context, string, ...string) *exec.Cmd, logPath string, env []string, name string, args ...string) {
-	t.Helper()
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Not t.Context(): the process must outlive the test's own cleanups
-	// that still talk to it.
-	cmd := command(context.Background(), name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case err := <-exited:
-			t.Errorf("%s exited early: %v", name, err)
-		default:
-			_ = cmd.Process.Kill()
-			t.Logf("%s stopped: %v", name, <-exited)
-		}
-		logFile.Close()
-		if t.Failed() {
-			t.Logf("%s log:\n%s", name, Tail(readFile(logPath), 40))
-		}
-	})
-}
-
-func readFile(path string) []byte {
-	out, err := os.ReadFile(path)
-	if err != nil {
-		return []byte(err.Error())
-	}
-	return out
-}
-
-// Tail returns the last lines of b.
-func Tail(b []byte, lines int) string {
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
