@@ -22,7 +22,7 @@ build: ## Build both binaries into _output/bin.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUTPUT)/bin/ ./cmd/...
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and CRDs.
+generate: ## Regenerate deepcopy code, CRDs and the PrometheusRule of deploy/monitoring.
 	hack/generate.sh
 
 .PHONY: verify
@@ -90,4 +90,19 @@ helm-lint: ## Lint the Helm chart in deploy/charts/certmint.
 .PHONY: deploy-render
 deploy-render: kube-binaries ## Print the manifests of the kustomize base in deploy/.
 	"$$(hack/kube-binaries.sh)/kubectl" kustomize deploy/
+
+# Where `make images` pushes and `make manifests` points at, e.g.
+# registry.example.com/certmint; empty writes OCI layouts and keeps deploy/'s
+# image names (certmint/csi-driver, certmint/controller).
+REGISTRY ?=
+# The images' tag; by default the commit as git describe names it.
+TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: images
+images: ## Build the driver and controller images for linux/amd64 and linux/arm64 as OCI layouts in _output/images, or push them with REGISTRY=host/path (and TAG=...).
+	$(GO) run ./hack/images build -registry "$(REGISTRY)" -tag "$(TAG)" -o $(OUTPUT)/images
+
+.PHONY: manifests
+manifests: kube-binaries ## Render deploy/ and Helm values for the images in REGISTRY tagged TAG into _output/manifests.
+	$(GO) run ./hack/images manifests -registry "$(REGISTRY)" -tag "$(TAG)" -kubectl "$$(hack/kube-binaries.sh)/kubectl" -o $(OUTPUT)/manifests
 

@@ -14,6 +14,7 @@ packages=(
 	openjdk-17-jre-headless     # keytool, to open the JKS keystores in the tests
 	pebble                      # ACME test server and pebble-challtestsrv, for the ACME issuer tests
 	bind9                       # named, the authoritative DNS server the DNS-01 (RFC 2136) tests update
+	prometheus                  # prometheus, scraping the driver and controller in the e2e tests; promtool, testing the shipped alerts
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the deepcopy functions of the API types (next to them, in
-# pkg/apis) and the CustomResourceDefinitions (deploy/crds).
+# pkg/apis), the CustomResourceDefinitions (deploy/crds), and the
+# PrometheusRule of deploy/monitoring (hack/generate-monitoring.sh).
 #
 # Usage: hack/generate.sh [TREE]
 # TREE defaults to this checkout; hack/verify-generated.sh passes a scratch
@@ -20,3 +21,4 @@ cd "$tree"
 "$bin/controller-gen" object paths=./pkg/apis/...
 rm -f deploy/crds/certmint.io_*.yaml
 "$bin/controller-gen" crd:crdVersions=v1 paths=./pkg/apis/... output:crd:artifacts:config=deploy/crds
+"$here/generate-monitoring.sh" "$tree"

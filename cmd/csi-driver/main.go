@@ -32,7 +32,7 @@ func main() {
 	flag.StringVar(&opts.PluginRegistrationDir, "plugin-registration-dir", "/var/lib/kubelet/plugins_registry",
 		"The kubelet's plugin registration directory; empty disables registration.")
 	flag.StringVar(&opts.HealthAddr, "health-addr", ":9808", "Address of the /healthz endpoint; empty disables it.")
-	flag.StringVar(&opts.MetricsAddr, "metrics-addr", ":9809", "Address of the /metrics endpoint; empty disables it.")
+	flag.StringVar(&opts.MetricsAddr, "metrics-addr", ":9809", "Address of the /metrics and /volumes endpoints; empty disables them.")
 	var qps float64
 	flag.Float64Var(&qps, "kube-api-qps", nodedriver.DefaultKubeAPIQPS, "Requests per second the driver may make to the API server.")
 	flag.IntVar(&opts.KubeAPIBurst, "kube-api-burst", nodedriver.DefaultKubeAPIBurst, "Burst of requests above --kube-api-qps.")

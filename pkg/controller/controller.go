@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
@@ -40,6 +41,7 @@ import (
 	csrcontroller "github.com/certmint/certmint/pkg/controller/csr"
 	"github.com/certmint/certmint/pkg/controller/ingress"
 	issuercontroller "github.com/certmint/certmint/pkg/controller/issuer"
+	"github.com/certmint/certmint/pkg/controller/metrics"
 	"github.com/certmint/certmint/pkg/controller/podcertificate"
 	"github.com/certmint/certmint/pkg/controller/trustbundle"
 	"github.com/certmint/certmint/pkg/issuer"
@@ -262,6 +264,19 @@ func Run(ctx context.Context, opts Options) error {
 	if err := addNativePath(ctx, mgr, opts, registry); err != nil {
 		return err
 	}
+
+	certificateMetrics, err := metrics.NewCertificates(metrics.CertificatesOptions{
+		Reader: mgr.GetCache(), Elected: mgr.Elected(), Logger: opts.Logger.WithName("metrics"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := ctrlmetrics.Registry.Register(certificateMetrics); err != nil {
+		return fmt.Errorf("registering the Certificates' metrics: %w", err)
+	}
+	// The registry is the process's; a later Run in the same process
+	// registers its own collector.
+	defer ctrlmetrics.Registry.Unregister(certificateMetrics)
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err

@@ -41,6 +41,10 @@ type Status struct {
 	// tell when it changes; nil for backends that do not sign with a CA
 	// of their own.
 	CA *x509.Certificate
+	// LongestLifetime is, for a backend that chooses lifetimes itself
+	// (Kind.MaxLifetime), the longest lifetime of a certificate it issued
+	// for the issuer since the controller started; zero when none.
+	LongestLifetime time.Duration
 }
 
 // Backend is one kind of issuer. Both methods are called concurrently for

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certmint/certmint/pkg/pki"
 )
@@ -50,6 +51,13 @@ type Request struct {
 	// the backends that must hand it on (an ACME order is finalized with
 	// it); nil when there is none.
 	CSR []byte
+
+	// Owner is the API object the request comes from (a
+	// CertificateSigningRequest, a Certificate), for backends that show
+	// their progress in objects it owns, as ACME Orders do, in Namespace
+	// (its pod's or its own). Nil when there is none to show it on.
+	Owner     *metav1.OwnerReference
+	Namespace string
 }
 
 // RequestFromCSR describes what an X.509 certificate request asks for,

@@ -23,9 +23,11 @@ const (
 	SignerName   = "signerName"
 	Node         = "node"
 	Reason       = "reason"
-	Message      = "message"
-	Secret       = "secret"
-	Ready        = "ready"
+	// Type is the type of an ACME challenge (http-01, dns-01).
+	Type    = "type"
+	Message = "message"
+	Secret  = "secret"
+	Ready   = "ready"
 	// CAFingerprint, RetiringCAs and ReissueBefore are of an issuer's
 	// trust: its signing CA, the CAs it retires, and when it asks drivers
 	// to re-issue.

@@ -149,6 +149,8 @@ type Manager struct {
 	// stranded are the volumes found at start whose state cannot be read,
 	// with the reason.
 	stranded map[string]string
+	// volumes are what Volumes reports, by volume ID.
+	volumes map[string]*Volume
 }
 
 // DefaultGCInterval is how often a running driver looks for volumes whose
@@ -181,6 +183,7 @@ func New(opts Options) (*Manager, error) {
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "certmint-volume-refresh", Clock: opts.Clock}),
 		inFlight: map[string]bool{}, byIssuer: map[request.IssuerRef]map[string]bool{}, stranded: map[string]string{},
+		volumes: map[string]*Volume{},
 	}, nil
 }
 
@@ -280,6 +283,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 	if err := m.store.Mount(req.VolumeID, req.TargetPath); err != nil {
 		return err
 	}
+	m.record(st, spec, cert)
 	if m.renewals != nil {
 		m.renewals.Schedule(req.VolumeID, m.renewalOf(st, spec))
 	}
@@ -335,6 +339,7 @@ func (m *Manager) Renew(ctx context.Context, volumeID string) (renewal.Certifica
 	if err := m.store.SaveState(st); err != nil {
 		log.Error(err, "Saving the renewed volume's state")
 	}
+	m.record(st, spec, cert)
 	log.Info("Certificate renewed", logkeys.NotAfter, cert.NotAfter)
 	return m.renewalOf(st, spec), nil
 }

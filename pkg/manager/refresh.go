@@ -31,10 +31,11 @@ func (m *Manager) track(volumeID string, issuer request.IssuerRef) {
 	m.byIssuer[issuer][volumeID] = true
 }
 
-// untrack removes volumeID from the index.
+// untrack removes volumeID from the index and from Volumes.
 func (m *Manager) untrack(volumeID string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.volumes, volumeID)
 	for issuer, volumes := range m.byIssuer {
 		delete(volumes, volumeID)
 		if len(volumes) == 0 {

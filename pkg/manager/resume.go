@@ -110,6 +110,7 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 		log.Info("Mounted again a volume whose mount was lost")
 	}
 	m.track(volumeID, spec.Certificate.Issuer)
+	m.record(st, spec, m.currentLeaf(volumeID, spec))
 	if m.renewals != nil {
 		m.renewals.Schedule(volumeID, m.renewalOf(st, spec))
 	}
@@ -155,6 +156,7 @@ func (m *Manager) strand(volumeID string, st *storage.State, err error) {
 	n := len(m.stranded)
 	m.mu.Unlock()
 	m.metrics.setStranded(n)
+	m.recordStranded(volumeID, st, err.Error())
 	if st == nil || m.events == nil {
 		return
 	}

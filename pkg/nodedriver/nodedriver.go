@@ -1,7 +1,7 @@
 // Package nodedriver wires the certmint node driver together: API clients,
 // CSR watch, issuer trust bundle cache, storage, issuance manager,
-// certificate renewal, CSI server, kubelet registration, health and metrics
-// endpoints. It is the one place that knows them all.
+// certificate renewal, CSI server, kubelet registration, health, metrics
+// and volume status endpoints. It is the one place that knows them all.
 package nodedriver
 
 import (
@@ -37,6 +37,7 @@ import (
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
 	"github.com/certmint/certmint/pkg/trust"
+	"github.com/certmint/certmint/pkg/volumestatus"
 )
 
 // Options configure the node driver. The zero value of an optional field
@@ -62,8 +63,8 @@ type Options struct {
 	PluginRegistrationDir string
 	// HealthAddr serves /healthz; empty disables it.
 	HealthAddr string
-	// MetricsAddr serves /metrics; empty disables it. It may equal
-	// HealthAddr.
+	// MetricsAddr serves /metrics and /volumes; empty disables them. It
+	// may equal HealthAddr.
 	MetricsAddr string
 	// KubeAPIQPS and KubeAPIBurst limit the driver's API requests; zero
 	// means DefaultKubeAPIQPS and DefaultKubeAPIBurst.
@@ -190,6 +191,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err := trust.OnChange(mgr.IssuerChanged); err != nil {
 		return err
 	}
+	volumes, err := volumestatus.New(volumestatus.Options{Volumes: mgr, Renewals: renewals, NodeName: opts.NodeName})
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(volumes)
 	// No request of this run exists yet: any of the node's requests were
 	// left by an earlier run that stopped while waiting for them. Failing
 	// to delete them leaves only clutter.
@@ -282,7 +288,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		return nil
 	})
-	for addr, mux := range httpMuxes(opts, reg, health, readiness) {
+	for addr, mux := range httpMuxes(opts, reg, volumes, health, readiness) {
 		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		lis, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -306,8 +312,10 @@ func Run(ctx context.Context, opts Options) error {
 
 // httpMuxes returns one mux per listen address, so health and metrics can
 // share a port or not. /healthz runs the health checks, /readyz the
-// readiness checks.
-func httpMuxes(opts Options, reg *prometheus.Registry, health, ready []func() error) map[string]*http.ServeMux {
+// readiness checks. /volumes is served with /metrics, to whoever may
+// scrape: it tells no more than the per-volume series do, the names and
+// validity of certificates the pods present to their peers anyway.
+func httpMuxes(opts Options, reg *prometheus.Registry, volumes http.Handler, health, ready []func() error) map[string]*http.ServeMux {
 	muxes := map[string]*http.ServeMux{}
 	mux := func(addr string) *http.ServeMux {
 		if muxes[addr] == nil {
@@ -321,6 +329,7 @@ func httpMuxes(opts Options, reg *prometheus.Registry, health, ready []func() er
 	}
 	if opts.MetricsAddr != "" {
 		mux(opts.MetricsAddr).Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux(opts.MetricsAddr).Handle("GET /volumes", volumes)
 	}
 	return muxes
 }

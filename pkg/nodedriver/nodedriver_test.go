@@ -30,7 +30,7 @@ func TestHealthzReportsEveryFailingCheck(t *testing.T) {
 	var stranded error
 	checks := []func() error{func() error { return nil }, func() error { return failing }}
 	readiness := append(slices.Clone(checks), func() error { return stranded })
-	muxes := httpMuxes(Options{HealthAddr: ":1", MetricsAddr: ":1"}, prometheus.NewRegistry(), checks, readiness)
+	muxes := httpMuxes(Options{HealthAddr: ":1", MetricsAddr: ":1"}, prometheus.NewRegistry(), http.NotFoundHandler(), checks, readiness)
 	if len(muxes) != 1 {
 		t.Fatalf("health and metrics on one address got %d muxes", len(muxes))
 	}
@@ -61,10 +61,31 @@ func TestHealthzReportsEveryFailingCheck(t *testing.T) {
 }
 
 func TestHealthAndMetricsCanBeSeparateOrOff(t *testing.T) {
-	if n := len(httpMuxes(Options{HealthAddr: ":1", MetricsAddr: ":2"}, prometheus.NewRegistry(), nil, nil)); n != 2 {
+	if n := len(httpMuxes(Options{HealthAddr: ":1", MetricsAddr: ":2"}, prometheus.NewRegistry(), http.NotFoundHandler(), nil, nil)); n != 2 {
 		t.Errorf("separate addresses: %d muxes", n)
 	}
-	if n := len(httpMuxes(Options{}, prometheus.NewRegistry(), nil, nil)); n != 0 {
+	if n := len(httpMuxes(Options{}, prometheus.NewRegistry(), http.NotFoundHandler(), nil, nil)); n != 0 {
 		t.Errorf("both off: %d muxes", n)
+	}
+}
+
+func TestVolumesIsServedWithMetricsForGETOnly(t *testing.T) {
+	volumes := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"volumes":[]}`)) })
+	muxes := httpMuxes(Options{HealthAddr: ":1", MetricsAddr: ":2"}, prometheus.NewRegistry(), volumes, nil, nil)
+	serve := func(addr, method, path string) int {
+		rec := httptest.NewRecorder()
+		muxes[addr].ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+		return rec.Code
+	}
+	if code := serve(":2", http.MethodGet, "/volumes?namespace=shop"); code != http.StatusOK {
+		t.Errorf("GET /volumes on the metrics address = %d", code)
+	}
+	if code := serve(":1", http.MethodGet, "/volumes"); code != http.StatusNotFound {
+		t.Errorf("GET /volumes on the health address = %d, want 404", code)
+	}
+	for _, method := range []string{http.MethodPost, http.MethodDelete} {
+		if code := serve(":2", method, "/volumes"); code != http.StatusMethodNotAllowed {
+			t.Errorf("%s /volumes = %d, want 405: it is read-only", method, code)
+		}
 	}
 }

@@ -111,6 +111,10 @@ type entry struct {
 	cancel context.CancelFunc
 	// expedite: Expedite was called while the volume was renewing.
 	expedite bool
+	// lastErr is why the last renewal failed, at lastFailure; nil once one
+	// succeeds.
+	lastErr     error
+	lastFailure time.Time
 }
 
 // New returns a Scheduler.
@@ -198,6 +202,35 @@ func (s *Scheduler) time(c Certificate, now time.Time) time.Time {
 // reissueTime draws an early re-issue's time, uniformly over the spread.
 func (s *Scheduler) reissueTime(now time.Time) time.Time {
 	return now.Add(time.Duration(s.opts.Rand.Float64() * float64(s.opts.ReissueSpread)))
+}
+
+// Status is where a volume stands in the schedule.
+type Status struct {
+	// Next is when its next renewal starts, at the earliest (the rate
+	// limit may hold it back); zero while one runs.
+	Next time.Time
+	// Renewing: a renewal is running now.
+	Renewing bool
+	// Failures counts the renewals failed in a row, the last of them at
+	// LastFailure with LastError; zero, and nil, once one succeeds.
+	Failures    int
+	LastError   error
+	LastFailure time.Time
+}
+
+// Status reports where volumeID stands; false if it is not scheduled.
+func (s *Scheduler) Status(volumeID string) (Status, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.volumes[volumeID]
+	if e == nil {
+		return Status{}, false
+	}
+	st := Status{Renewing: e.index < 0, Failures: e.failures, LastError: e.lastErr, LastFailure: e.lastFailure}
+	if !st.Renewing {
+		st.Next = e.at
+	}
+	return st, true
 }
 
 // Forget stops renewing volumeID and cancels a renewal in progress.
@@ -351,6 +384,7 @@ func (s *Scheduler) finish(e *entry, c Certificate, err error) {
 	case err == nil:
 		s.opts.Metrics.observe(resultRenewed)
 		e.failures = 0
+		e.lastErr, e.lastFailure = nil, time.Time{}
 		e.at = s.time(c, now)
 		log.V(1).Info("Next renewal scheduled", logkeys.NotAfter, c.NotAfter, logkeys.RenewAt, e.at)
 	case errors.Is(err, ErrVolumeGone):
@@ -360,6 +394,7 @@ func (s *Scheduler) finish(e *entry, c Certificate, err error) {
 	default:
 		s.opts.Metrics.observe(resultFailed)
 		e.failures++
+		e.lastErr, e.lastFailure = err, now
 		backoff := Backoff(e.failures, s.opts.MinBackoff, s.opts.MaxBackoff)
 		e.at = now.Add(backoff)
 		// The old files stay in place: the Renewer left them untouched.

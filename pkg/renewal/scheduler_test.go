@@ -336,3 +336,44 @@ func TestExpediteDuringARenewalRenewsItsOutcomeAgain(t *testing.T) {
 	expectCall(t, r, "csi-1", t0)
 	expectNoCall(t, r)
 }
+
+func TestStatusTellsTheNextRenewalAndTheLastFailureUntilASuccess(t *testing.T) {
+	s, clk, r := start(t, Options{MinBackoff: 10 * time.Second})
+	if _, ok := s.Status("csi-1"); ok {
+		t.Fatal("a volume never scheduled has a status")
+	}
+	s.Schedule("csi-1", thirtyMinutes)
+	if st, ok := s.Status("csi-1"); !ok || !st.Next.Equal(t0.Add(20*time.Minute)) || st.Renewing || st.Failures != 0 || st.LastError != nil {
+		t.Fatalf("scheduled: %+v (%v), want next at 20m and no failure", st, ok)
+	}
+
+	release := make(chan struct{})
+	r.setResult(func(context.Context) error { <-release; return errors.New("the issuer is down") })
+	waitForTimer(t, clk)
+	clk.Step(20 * time.Minute)
+	expectCall(t, r, "csi-1", t0.Add(20*time.Minute))
+	if st, _ := s.Status("csi-1"); !st.Renewing || !st.Next.IsZero() {
+		t.Errorf("while renewing: %+v, want Renewing and no next time", st)
+	}
+	close(release)
+	waitForTimer(t, clk)
+	failedAt := t0.Add(20 * time.Minute)
+	st, _ := s.Status("csi-1")
+	if st.Renewing || st.Failures != 1 || st.LastError == nil || st.LastError.Error() != "the issuer is down" ||
+		!st.LastFailure.Equal(failedAt) || !st.Next.Equal(failedAt.Add(10*time.Second)) {
+		t.Fatalf("after a failure: %+v, want one failure with its error and the retry 10s later", st)
+	}
+
+	r.setResult(nil)
+	clk.Step(10 * time.Second)
+	expectCall(t, r, "csi-1", failedAt.Add(10*time.Second))
+	waitForTimer(t, clk)
+	if st, _ := s.Status("csi-1"); st.Failures != 0 || st.LastError != nil || !st.LastFailure.IsZero() {
+		t.Errorf("after a success: %+v, want the failure forgotten", st)
+	}
+
+	s.Forget("csi-1")
+	if _, ok := s.Status("csi-1"); ok {
+		t.Error("a forgotten volume still has a status")
+	}
+}

@@ -146,7 +146,7 @@ func createVaultIssuer(ctx context.Context, e *env, v *vaultdev.Server) error {
 			CABundle: string(v.CACert),
 			Auth: v1alpha1.VaultAuth{AppRole: &v1alpha1.VaultAppRoleAuth{
 				RoleID:    roleID,
-				SecretRef: v1alpha1.VaultSecretKeySelector{Name: vaultIssuerName, Key: "secretId"},
+				SecretRef: v1alpha1.IssuerSecretKeySelector{Name: vaultIssuerName, Key: "secretId"},
 			}},
 		}},
 	}

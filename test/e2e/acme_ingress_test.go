@@ -131,6 +131,50 @@ func TestACMEThroughIngress(t *testing.T) {
 		waitServedSerial(t, f.WithT(t), "Traefik to serve Pebble's certificate", get, fmt.Sprintf("%x", chain[0].SerialNumber))
 	})
 
+	t.Run("the issuance shows in an Order and a Challenge, which go with their Certificate", func(t *testing.T) {
+		f := f.WithT(t)
+		orders, err := dyn.Resource(deploy.Orders).Namespace(f.Namespace).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		challenges, err := dyn.Resource(deploy.Challenges).Namespace(f.Namespace).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(orders.Items) != 1 || len(challenges.Items) != 1 {
+			t.Fatalf("%d Orders and %d Challenges, want one of each", len(orders.Items), len(challenges.Items))
+		}
+		for _, u := range []unstructured.Unstructured{orders.Items[0], challenges.Items[0]} {
+			if state, _, _ := unstructured.NestedString(u.Object, "status", "state"); state != "valid" {
+				t.Errorf("%s %s is %q, want valid", u.GetKind(), u.GetName(), state)
+			}
+		}
+		if typ, _, _ := unstructured.NestedString(challenges.Items[0].Object, "spec", "type"); typ != "http-01" {
+			t.Errorf("the Challenge is %q, want http-01", typ)
+		}
+		// The annotation goes, and the Certificate with it: the garbage
+		// collector removes its Order, and the Order's Challenge.
+		ing, err := f.Client.NetworkingV1().Ingresses(f.Namespace).Get(t.Context(), "app", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		delete(ing.Annotations, ingress.AnnotationClusterIssuer)
+		if _, err := f.Client.NetworkingV1().Ingresses(f.Namespace).Update(t.Context(), ing, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.WaitFor("the Order and the Challenge to be collected with their Certificate", 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+			orders, err := dyn.Resource(deploy.Orders).Namespace(f.Namespace).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			challenges, err := dyn.Resource(deploy.Challenges).Namespace(f.Namespace).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			return len(orders.Items)+len(challenges.Items) == 0, fmt.Sprintf("%d Orders, %d Challenges", len(orders.Items), len(challenges.Items)), nil
+		})
+	})
+
 	t.Run("nothing of the challenge is left", func(t *testing.T) {
 		sys := sys.WithT(t)
 		sys.WaitFor("the challenge's Ingress and key authorization to be removed", time.Minute, func(ctx context.Context) (bool, string, error) {
@@ -178,9 +222,9 @@ func createACMEIssuer(t *testing.T, f *framework.Framework, pb *pebble.Server) {
 				"accountKeySecretName": acmeIssuer + "-account",
 				"caBundle":             string(pb.TLSCA),
 				"trustBundle":          string(pb.Root),
-				"solver": map[string]any{"http01": map[string]any{
+				"solvers": []any{map[string]any{"http01": map[string]any{
 					"ingress": map[string]any{"ingressClassName": deploy.TraefikIngressClass},
-				}},
+				}}},
 			},
 			"policy": map[string]any{"allowedDNSNames": []any{"*.example.test"}},
 		},

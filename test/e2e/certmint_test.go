@@ -485,7 +485,7 @@ func uninstall(t *testing.T, f *framework.Framework, command func(ctx context.Co
 	if err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("deleting namespace %s: %v", deploy.Namespace, err)
 	}
-	for _, crd := range []string{"issuers.certmint.io", "clusterissuers.certmint.io", "certificates.certmint.io"} {
+	for _, crd := range []string{"issuers.certmint.io", "clusterissuers.certmint.io", "certificates.certmint.io", "orders.certmint.io", "challenges.certmint.io"} {
 		if out, err := testCluster.Kubectl(ctx, "delete", "crd", crd, "--ignore-not-found").CombinedOutput(); err != nil {
 			t.Errorf("deleting CRD %s: %v\n%s", crd, err, out)
 		}

@@ -50,6 +50,16 @@ type Options struct {
 	// ResolveTo is the IPv4 address the DNS server answers for every
 	// name: where HTTP-01 validations go. Defaults to IP.
 	ResolveTo string
+	// DNSServer, when set, is the host:port of the DNS server Pebble
+	// resolves through instead of a pebble-challtestsrv of its own, such
+	// as a real authoritative server for DNS-01 (ResolveTo is then unused).
+	DNSServer string
+	// EABKeys, when set, makes Pebble require external account binding,
+	// with these MAC keys (base64url) by key ID.
+	EABKeys map[string]string
+	// AlternateRoots is how many other roots Pebble also issues chains
+	// to, offered as alternates; their PEM is in Server.AlternateRoots.
+	AlternateRoots int
 	// Command makes the command that runs a program, such as one that
 	// runs it inside a network namespace; exec.CommandContext by default.
 	Command testproc.Command
@@ -62,8 +72,10 @@ type Server struct {
 	// TLSCA is the PEM of the CA of Pebble's own TLS certificate, for
 	// clients of DirectoryURL.
 	TLSCA []byte
-	// Root is the PEM of the root Pebble's certificate chains lead to.
-	Root []byte
+	// Root is the PEM of the root Pebble's default chains lead to, and
+	// AlternateRoots those of its alternate chains.
+	Root           []byte
+	AlternateRoots [][]byte
 	// LogPath is Pebble's log.
 	LogPath string
 }
@@ -100,15 +112,18 @@ func Start(t testing.TB, opts Options) *Server {
 	dir := t.TempDir()
 	tlsCA, certFile, keyFile := writeTLS(t, dir, net.ParseIP(opts.IP))
 
-	dnsAddr := addr(dnsPort)
-	testproc.Start(t, opts.Command, filepath.Join(dir, "challtestsrv.log"), nil, "pebble-challtestsrv",
-		"-dns01", dnsAddr,
-		"-defaultIPv4", opts.ResolveTo,
-		// No AAAA answers: the solvers listen on IPv4 only.
-		"-defaultIPv6", "",
-		"-management", addr(dnsManagementPort),
-		"-http01", "", "-https01", "", "-tlsalpn01", "",
-	)
+	dnsAddr := opts.DNSServer
+	if dnsAddr == "" {
+		dnsAddr = addr(dnsPort)
+		testproc.Start(t, opts.Command, filepath.Join(dir, "challtestsrv.log"), nil, "pebble-challtestsrv",
+			"-dns01", dnsAddr,
+			"-defaultIPv4", opts.ResolveTo,
+			// No AAAA answers: the solvers listen on IPv4 only.
+			"-defaultIPv6", "",
+			"-management", addr(dnsManagementPort),
+			"-http01", "", "-https01", "", "-tlsalpn01", "",
+		)
+	}
 
 	config := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  addr(directoryPort),
@@ -118,7 +133,8 @@ func Start(t testing.TB, opts Options) *Server {
 		"httpPort":                       opts.HTTPPort,
 		"tlsPort":                        tlsPort,
 		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
+		"externalAccountBindingRequired": len(opts.EABKeys) > 0,
+		"externalAccountMACKeys":         opts.EABKeys,
 		// As public ACME CAs do (Pebble's own default is five years).
 		"certificateValidityPeriod": int((90 * 24 * time.Hour).Seconds()),
 	}}
@@ -134,6 +150,7 @@ func Start(t testing.TB, opts Options) *Server {
 	testproc.Start(t, opts.Command, s.LogPath, []string{
 		"PEBBLE_VA_NOSLEEP=1",
 		"PEBBLE_AUTHZREUSE=0",
+		"PEBBLE_ALTERNATE_ROOTS=" + strconv.Itoa(opts.AlternateRoots),
 	}, "pebble", "-config", configFile, "-dnsserver", dnsAddr)
 
 	pool := x509.NewCertPool()
@@ -147,7 +164,14 @@ func Start(t testing.TB, opts Options) *Server {
 		if err != nil {
 			return false, nil
 		}
-		s.Root = root
+		s.Root, s.AlternateRoots = root, nil
+		for i := 1; i <= opts.AlternateRoots; i++ {
+			alt, err := get(ctx, httpClient, "https://"+addr(managementPort)+"/roots/"+strconv.Itoa(i))
+			if err != nil {
+				return false, nil
+			}
+			s.AlternateRoots = append(s.AlternateRoots, alt)
+		}
 		return true, nil
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -296,11 +297,62 @@ func lookup(ctx context.Context, reader client.Reader, namespace, token string) 
 
 // Uncached reads on a cache miss are limited: the challenge path is open
 // to anyone, while a validation reaching a replica before its watch
-// delivered the challenge is rare, and ACME servers ask a few times.
+// delivered the challenge is rare, and ACME servers ask a few times. Each
+// source has a small budget of its own, so that one client asking for
+// random tokens cannot spend the reads a validation needs; all together
+// have a larger one, which guards the API server.
 const (
-	uncachedReadsPerSecond = 5
-	uncachedReadBurst      = 20
+	uncachedReadsPerSecond = 20
+	uncachedReadBurst      = 40
+	sourceReadsPerSecond   = 1
+	sourceReadBurst        = 3
+	// maxSources bounds the memory the per-source budgets take; past it
+	// they start afresh.
+	maxSources = 4096
 )
+
+// readBudget limits uncached reads per source and in all.
+type readBudget struct {
+	all     *rate.Limiter
+	mu      sync.Mutex
+	sources map[string]*rate.Limiter
+}
+
+func newReadBudget() *readBudget {
+	return &readBudget{all: rate.NewLimiter(uncachedReadsPerSecond, uncachedReadBurst), sources: map[string]*rate.Limiter{}}
+}
+
+// allow reports whether the client of r may have an uncached read now.
+func (b *readBudget) allow(r *http.Request) bool {
+	key := source(r)
+	b.mu.Lock()
+	l, ok := b.sources[key]
+	if !ok {
+		if len(b.sources) >= maxSources {
+			clear(b.sources)
+		}
+		l = rate.NewLimiter(sourceReadsPerSecond, sourceReadBurst)
+		b.sources[key] = l
+	}
+	b.mu.Unlock()
+	return l.Allow() && b.all.Allow()
+}
+
+// source is who asks: the peer's address and, behind an Ingress
+// controller or load balancer, the address it added last to
+// X-Forwarded-For, which a client cannot choose.
+func source(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	forwarded := r.Header.Values("X-Forwarded-For")
+	if len(forwarded) == 0 {
+		return host
+	}
+	hops := strings.Split(forwarded[len(forwarded)-1], ",")
+	return host + "/" + strings.TrimSpace(hops[len(hops)-1])
+}
 
 // Handler answers GET /.well-known/acme-challenge/<token> with the key
 // authorization published for token, and 404 otherwise. It looks in cached
@@ -309,7 +361,7 @@ const (
 // watch has not delivered the challenge yet, and a 404 fails the
 // authorization for good.
 func Handler(cached, apiReader client.Reader, namespace string, log logr.Logger) http.Handler {
-	misses := rate.NewLimiter(uncachedReadsPerSecond, uncachedReadBurst)
+	budget := newReadBudget()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 		if !ok || token == "" || strings.Contains(token, "/") {
@@ -322,7 +374,7 @@ func Handler(cached, apiReader client.Reader, namespace string, log logr.Logger)
 			return
 		}
 		keyAuth, err := lookup(r.Context(), cached, namespace, token)
-		if err == nil && keyAuth == "" && misses.Allow() {
+		if err == nil && keyAuth == "" && budget.allow(r) {
 			keyAuth, err = lookup(r.Context(), apiReader, namespace, token)
 		}
 		if err != nil {

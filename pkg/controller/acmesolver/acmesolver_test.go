@@ -267,3 +267,33 @@ func expectAnswer(t *testing.T, method, url string, wantCode int, wantBody strin
 		t.Errorf("body = %q, want %q", body, wantBody)
 	}
 }
+
+func TestOneSourceCannotSpendTheUncachedReadsOfOthers(t *testing.T) {
+	budget := newReadBudget()
+	ask := func(remote, forwarded string) bool {
+		r := httptest.NewRequest(http.MethodGet, PathPrefix+"token", nil)
+		r.RemoteAddr = remote
+		if forwarded != "" {
+			r.Header.Set("X-Forwarded-For", forwarded)
+		}
+		return budget.allow(r)
+	}
+	spent := 0
+	for ask("10.0.0.9:4711", "") {
+		spent++
+	}
+	if spent != sourceReadBurst {
+		t.Errorf("one source got %d uncached reads at once, want %d", spent, sourceReadBurst)
+	}
+	// Behind an Ingress controller: the address it added last is the
+	// client's, whatever the client put before it.
+	for range sourceReadBurst {
+		ask("10.244.1.5:5000", "forged, 203.0.113.7")
+	}
+	if ask("10.244.1.5:5000", "other-forgery, 203.0.113.7") {
+		t.Error("a client behind the Ingress controller got more reads by forging X-Forwarded-For")
+	}
+	if !ask("10.244.1.5:5000", "198.51.100.2") {
+		t.Error("the ACME server, behind the same Ingress controller, got no read")
+	}
+}

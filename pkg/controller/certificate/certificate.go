@@ -464,6 +464,10 @@ func (r *Reconciler) issue(ctx context.Context, cert *v1alpha1.Certificate, w *w
 		return r.failed(ctx, cert, iss, d.Reason, specField(d.Part)+": "+d.Message, now), nil
 	}
 	certReq.Duration = d.Duration
+	certReq.Owner = &metav1.OwnerReference{
+		APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "Certificate", Name: cert.Name, UID: cert.UID,
+	}
+	certReq.Namespace = cert.Namespace
 	start := r.opts.Clock.Now()
 	res := r.opts.Registry.Issue(ctx, iss, certReq)
 	metrics.SignDuration.WithLabelValues(w.cert.Issuer.SignerName()).Observe(r.opts.Clock.Since(start).Seconds())

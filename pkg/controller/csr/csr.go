@@ -245,6 +245,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			}
 		}
 		certReq.Duration = d.Duration
+		certReq.Owner = &metav1.OwnerReference{
+			APIVersion: certificatesv1.SchemeGroupVersion.String(), Kind: "CertificateSigningRequest", Name: csr.Name, UID: csr.UID,
+		}
+		certReq.Namespace = ns
 		start := r.opts.Clock.Now()
 		res := r.opts.Registry.Issue(ctx, iss, certReq)
 		metrics.SignDuration.WithLabelValues(csr.Spec.SignerName).Observe(r.opts.Clock.Since(start).Seconds())

@@ -142,11 +142,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("checking %s: %w", ref, err)
 	}
-	if st.Ready {
-		metrics.IssuerReady.WithLabelValues(ref.SignerName()).Set(1)
-	} else {
-		metrics.IssuerReady.WithLabelValues(ref.SignerName()).Set(0)
-	}
+	metrics.ObserveIssuer(ref.SignerName(), st.Ready, st.CA)
 
 	now := r.clock.Now()
 	t, err := nextTrust(iss.GetStatus(), r.signing(iss), st, now)
@@ -189,7 +185,7 @@ func (r *Reconciler) signing(iss v1alpha1.GenericIssuer) signer {
 	if kind, err := r.registry.For(spec); err == nil {
 		s.kind = kind.Name
 		if kind.MaxLifetime > 0 {
-			s.maxLifetime = kind.MaxLifetime
+			s.maxLifetime, s.choosesLifetime = kind.MaxLifetime, true
 		}
 	}
 	return s
@@ -240,9 +236,9 @@ func (r *Reconciler) applyStatus(ctx context.Context, iss v1alpha1.GenericIssuer
 }
 
 // forget cleans up after a deleted issuer: what its backend kept for it,
-// and its metric.
+// and its metrics.
 func (r *Reconciler) forget(ctx context.Context, key types.NamespacedName) error {
 	ref := request.IssuerRef{Kind: r.kind, Namespace: key.Namespace, Name: key.Name}
-	metrics.IssuerReady.DeleteLabelValues(ref.SignerName())
+	metrics.ForgetIssuer(ref.SignerName())
 	return r.registry.Forget(ctx, ref)
 }

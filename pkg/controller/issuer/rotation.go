@@ -40,6 +40,9 @@ type signer struct {
 	policy *v1alpha1.Policy
 	// maxLifetime is the longest a certificate it signs may live.
 	maxLifetime time.Duration
+	// choosesLifetime is true for a backend that chooses lifetimes itself
+	// (an ACME server), whose longest issued lifetime it reports.
+	choosesLifetime bool
 }
 
 // nextTrust computes the trust of an issuer whose status is prev, signing
@@ -78,6 +81,9 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 		ConfigHash:    configHash(s),
 		MaxDuration:   metav1.Duration{Duration: s.maxLifetime},
 	}
+	if s.choosesLifetime {
+		next.IssuedLifetime = &metav1.Duration{Duration: st.LongestLifetime}
+	}
 	published, err := parsePEMCertificates(prev.TrustBundle)
 	if err != nil {
 		return trust{}, fmt.Errorf("parsing the published trust bundle: %w", err)
@@ -106,7 +112,7 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 				continue
 			}
 			until := c.NotAfter
-			if lastExpiry := now.Add(old.MaxDuration.Duration); lastExpiry.Before(until) {
+			if lastExpiry := now.Add(overlap(old, next)); lastExpiry.Before(until) {
 				until = lastExpiry
 			}
 			if until.After(now) {
@@ -120,9 +126,9 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 		t.reissueBefore = ptrTime(now)
 		// Certificates already signed by this CA keep the lifetime the
 		// old policy gave them.
-		next.MaxDuration.Duration = max(next.MaxDuration.Duration, old.MaxDuration.Duration)
+		keepLongest(next, old)
 	default:
-		next.MaxDuration.Duration = max(next.MaxDuration.Duration, old.MaxDuration.Duration)
+		keepLongest(next, old)
 	}
 
 	var bundle strings.Builder
@@ -133,6 +139,31 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 	t.bundle, t.signing, t.retiring = bundle.String(), next, nilIfEmpty(retiring)
 	t.nextExpiry = firstUntil(retiring)
 	return t, nil
+}
+
+// overlap is how long a CA that old signed with stays trusted once next
+// replaces it: as long as the longest certificate it was seen to issue,
+// for a backend that chooses lifetimes and reported them (this controller
+// or the one before it), else the longest it could have issued.
+func overlap(old, next *v1alpha1.SigningState) time.Duration {
+	if old.IssuedLifetime == nil {
+		return old.MaxDuration.Duration
+	}
+	seen := old.IssuedLifetime.Duration
+	if next.IssuedLifetime != nil {
+		// Issued since the status was last written, by this controller.
+		seen = max(seen, next.IssuedLifetime.Duration)
+	}
+	return seen
+}
+
+// keepLongest carries into next the longest lifetimes old recorded for the
+// same CA: certificates it signed before keep theirs.
+func keepLongest(next, old *v1alpha1.SigningState) {
+	next.MaxDuration.Duration = max(next.MaxDuration.Duration, old.MaxDuration.Duration)
+	if next.IssuedLifetime != nil && old.IssuedLifetime != nil {
+		next.IssuedLifetime.Duration = max(next.IssuedLifetime.Duration, old.IssuedLifetime.Duration)
+	}
 }
 
 // nilIfEmpty keeps an empty list out of the status, as the API would on

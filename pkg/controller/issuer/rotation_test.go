@@ -454,7 +454,7 @@ func TestABackendWithoutACAOfItsOwnRotatesWithItsTrustBundle(t *testing.T) {
 	prev := &v1alpha1.IssuerStatus{}
 	spec := acmeSigner
 	ready := func(root *testCA) issuer.Status {
-		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem())}
+		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem()), LongestLifetime: acmeIssued}
 	}
 	first, err := nextTrust(prev, spec, ready(oldRoot), t0)
 	if err != nil {
@@ -468,6 +468,22 @@ func TestABackendWithoutACAOfItsOwnRotatesWithItsTrustBundle(t *testing.T) {
 	if !next.rotated || next.bundle != newRoot.pem()+oldRoot.pem() || len(next.retiring) != 1 {
 		t.Errorf("rotated %v, %d retiring, bundle of %d bytes; want the new root published and the old one retiring", next.rotated, len(next.retiring), len(next.bundle))
 	}
+
+	t.Run("a root that issued nothing is not kept", func(t *testing.T) {
+		issuedNothing := issuer.Status{Ready: true, TrustBundle: []byte(oldRoot.pem())}
+		first, err := nextTrust(&v1alpha1.IssuerStatus{}, spec, issuedNothing, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		movedOn := issuer.Status{Ready: true, TrustBundle: []byte(newRoot.pem())}
+		next, err := nextTrust(&v1alpha1.IssuerStatus{TrustBundle: first.bundle, Signing: first.signing}, spec, movedOn, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.bundle != newRoot.pem() || len(next.retiring) != 0 {
+			t.Errorf("%d retiring, want none: no certificate chains to the old root", len(next.retiring))
+		}
+	})
 }
 
 func TestAnUpgradedControllerRetiresCAsItFindsPublished(t *testing.T) {
@@ -497,11 +513,15 @@ func TestAnUpgradedControllerRetiresCAsItFindsPublished(t *testing.T) {
 	}
 }
 
-// acmeStub is an ACME backend whose server's chains lead to root.
-type acmeStub struct{ root *testCA }
+// acmeStub is an ACME backend whose server's chains lead to root, and
+// whose longest certificate since the controller started lived issued.
+type acmeStub struct {
+	root   *testCA
+	issued time.Duration
+}
 
 func (a *acmeStub) Ready(context.Context, v1alpha1.GenericIssuer) (issuer.Status, error) {
-	return issuer.Status{Ready: true, TrustBundle: []byte(a.root.pem())}, nil
+	return issuer.Status{Ready: true, TrustBundle: []byte(a.root.pem()), LongestLifetime: a.issued}, nil
 }
 
 func (a *acmeStub) Sign(context.Context, v1alpha1.GenericIssuer, *issuer.Request) ([]byte, error) {
@@ -539,15 +559,21 @@ func TestAnACMERootStaysTrustedForTheLongestACMELifetimeAfterTheServerMovesToAno
 		return res, &got
 	}
 	reconcileAndGet()
+	// The server chose the lifetime of what the old root signed, 90 days,
+	// whatever the policy's 720h maximum asked for; the root itself is
+	// valid for two more years, which is no reason to trust it that long.
+	clock.SetTime(t0.Add(30 * time.Minute))
+	backend.issued = 90 * 24 * time.Hour
+	if _, got := reconcileAndGet(); got.Status.Signing.IssuedLifetime == nil || got.Status.Signing.IssuedLifetime.Duration != backend.issued {
+		t.Fatalf("signing state %+v, want the lifetime issued recorded", got.Status.Signing)
+	}
 
+	// A restarted controller has seen nothing issued; the status has.
 	rotatedAt := t0.Add(time.Hour)
 	clock.SetTime(rotatedAt)
-	backend.root = newRoot
+	backend.root, backend.issued = newRoot, 0
 	res, got := reconcileAndGet()
-	// The server chose the lifetime of what the old root signed (90 days,
-	// say) whatever the policy's 720h maximum asked for; the root itself is
-	// valid for two more years, which is no reason to trust it that long.
-	until := rotatedAt.Add(acmeRootsRetireWithin)
+	until := rotatedAt.Add(90 * 24 * time.Hour)
 	r := got.Status.RetiringCAs
 	if len(r) != 1 || r[0].Certificate != oldRoot.pem() || !r[0].Until.Time.Equal(until) {
 		t.Errorf("retiring CAs = %+v, want the old root until %s", r, until)
@@ -556,9 +582,9 @@ func TestAnACMERootStaysTrustedForTheLongestACMELifetimeAfterTheServerMovesToAno
 		t.Errorf("requeue after %s, want %s: when the longest ACME certificate has expired", res.RequeueAfter, want)
 	}
 
-	clock.SetTime(rotatedAt.Add(90 * 24 * time.Hour))
+	clock.SetTime(until.Add(-time.Minute))
 	if _, got = reconcileAndGet(); got.Status.TrustBundle != newRoot.pem()+oldRoot.pem() {
-		t.Error("90 days after the rotation, the trust bundle no longer holds both roots")
+		t.Error("before the last certificate of the old root expired, the trust bundle no longer holds both roots")
 	}
 	clock.SetTime(until)
 	if _, got = reconcileAndGet(); got.Status.TrustBundle != newRoot.pem() || len(got.Status.RetiringCAs) != 0 {
@@ -575,7 +601,10 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 		signer signer
 		status func(*testCA) issuer.Status
 	}
-	acme := backend{acmeSigner, func(root *testCA) issuer.Status { return issuer.Status{Ready: true, TrustBundle: []byte(root.pem())} }}
+	// The ACME server has issued certificates for 30 days.
+	acme := backend{acmeSigner, func(root *testCA) issuer.Status {
+		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem()), LongestLifetime: acmeIssued}
+	}}
 	withCA := backend{caSigner, func(root *testCA) issuer.Status {
 		return issuer.Status{Ready: true, TrustBundle: []byte(root.pem()), CA: root.cert}
 	}}
@@ -587,8 +616,8 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 		recorded  bool
 		wantUntil time.Time
 	}{
-		{name: "an ACME server moving to a new root", from: acme, to: acme, recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
-		{name: "a switch from ACME to a CA", from: acme, to: withCA, recorded: true, wantUntil: t0.Add(acmeRootsRetireWithin)},
+		{name: "an ACME server moving to a new root", from: acme, to: acme, recorded: true, wantUntil: t0.Add(acmeIssued)},
+		{name: "a switch from ACME to a CA", from: acme, to: withCA, recorded: true, wantUntil: t0.Add(acmeIssued)},
 		{name: "a switch from a CA to ACME", from: withCA, to: acme, recorded: true, wantUntil: t0.Add(720 * time.Hour)},
 		{name: "an ACME issuer whose status predates the signing record", from: acme, to: acme, wantUntil: t0.Add(acmeRootsRetireWithin)},
 		{name: "a CA issuer whose status predates the signing record", from: withCA, to: withCA, wantUntil: t0.Add(720 * time.Hour)},
@@ -619,10 +648,14 @@ func TestTheOldSignerDecidesWhetherTheMaximumDurationBoundsTheOverlap(t *testing
 // so that a change of the code's constant fails these tests.
 const acmeRootsRetireWithin = 100 * 24 * time.Hour
 
+// acmeIssued is the lifetime of the certificates the ACME servers of these
+// tests issued.
+const acmeIssued = 30 * 24 * time.Hour
+
 // The signers of the two kinds of backend: a CA under the default policy,
 // and an ACME server, which chooses lifetimes itself up to the bound its
 // kind declares.
 var (
 	caSigner   = signer{kind: "ca", maxLifetime: policy.MaxDuration(nil)}
-	acmeSigner = signer{kind: "acme", maxLifetime: acme.MaxLifetime}
+	acmeSigner = signer{kind: "acme", maxLifetime: acme.MaxLifetime, choosesLifetime: true}
 )

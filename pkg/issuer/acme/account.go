@@ -10,11 +10,15 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -38,6 +42,9 @@ type session struct {
 	accountURI  string
 	trustPEM    []byte
 	trust       *x509.CertPool
+	// refusesNotAfter is set once the server refused an order with a
+	// notAfter: it chooses lifetimes itself.
+	refusesNotAfter atomic.Bool
 }
 
 // session returns the issuer's registered account, registering it (and
@@ -69,9 +76,13 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 	if err != nil {
 		return nil, err
 	}
+	eab, eabVersion, err := b.externalAccountBinding(ctx, spec.ExternalAccountBinding)
+	if err != nil {
+		return nil, err
+	}
 
 	sum := sha256.New()
-	for _, part := range []string{spec.Server, spec.Email, spec.CABundle, spec.TrustBundle, secretVersion} {
+	for _, part := range []string{spec.Server, spec.Email, spec.CABundle, spec.TrustBundle, secretVersion, eabVersion} {
 		sum.Write([]byte(part))
 		sum.Write([]byte{0})
 	}
@@ -92,11 +103,9 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 		DirectoryURL: spec.Server,
 		HTTPClient:   &http.Client{Transport: transport, Timeout: requestTimeout},
 		UserAgent:    b.userAgent,
+		RetryBackoff: retryBackoff,
 	}
-	acct := &acme.Account{}
-	if spec.Email != "" {
-		acct.Contact = []string{"mailto:" + spec.Email}
-	}
+	acct := &acme.Account{Contact: contact(spec.Email), ExternalAccountBinding: eab}
 	// Registering a key that already has an account returns that account;
 	// the terms of service are accepted on the user's behalf, as creating
 	// the issuer asks for certificates under them.
@@ -104,6 +113,9 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 	accountURI := string(client.KID)
 	switch {
 	case errors.Is(err, acme.ErrAccountAlreadyExists):
+		if err := updateContact(ctx, client, acct.Contact); err != nil {
+			return nil, &issuer.NotReadyError{Reason: ReasonAccountError, Message: fmt.Sprintf("updating the account's email at the ACME server %s: %v", spec.Server, err)}
+		}
 	case err != nil:
 		return nil, &issuer.NotReadyError{Reason: ReasonAccountError, Message: fmt.Sprintf("registering with the ACME server %s: %v", spec.Server, err)}
 	default:
@@ -114,6 +126,46 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 	b.sessions[issuerKey] = s
 	b.mu.Unlock()
 	return s, nil
+}
+
+// contact is the account's contact list for email.
+func contact(email string) []string {
+	if email == "" {
+		return nil
+	}
+	return []string{"mailto:" + email}
+}
+
+// updateContact gives an existing account the contact of the issuer, if it
+// has another: an edited email reaches the account, not only new ones.
+func updateContact(ctx context.Context, client *acme.Client, want []string) error {
+	acct, err := client.GetReg(ctx, "")
+	if err != nil {
+		return err
+	}
+	if slices.Equal(acct.Contact, want) {
+		return nil
+	}
+	_, err = client.UpdateReg(ctx, &acme.Account{Contact: want})
+	return err
+}
+
+// externalAccountBinding reads the MAC key of eab, with a version that
+// changes with it; nil when there is no binding.
+func (b *Backend) externalAccountBinding(ctx context.Context, eab *v1alpha1.ACMEExternalAccountBinding) (*acme.ExternalAccountBinding, string, error) {
+	if eab == nil {
+		return nil, "", nil
+	}
+	encoded, err := b.secretKey(ctx, eab.KeySecretRef, "spec.acme.externalAccountBinding.keySecretRef")
+	if err != nil {
+		return nil, "", err
+	}
+	// CAs hand MAC keys out base64url-encoded, with or without padding.
+	key, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(strings.TrimSpace(string(encoded)), "="))
+	if err != nil {
+		return nil, "", &issuer.NotReadyError{Reason: v1alpha1.ReasonInvalidSecret, Message: "spec.acme.externalAccountBinding.keySecretRef: the MAC key is not base64url: " + err.Error()}
+	}
+	return &acme.ExternalAccountBinding{KID: eab.KeyID, Key: key}, eab.KeyID + "/" + keyVersion(key), nil
 }
 
 // accountKey reads the account key, generating it into a new Secret when

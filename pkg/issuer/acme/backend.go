@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ const (
 	ReasonInvalidTrustBundle = "InvalidTrustBundle"
 	ReasonInvalidCABundle    = "InvalidCABundle"
 	ReasonAccountError       = "ACMEAccountError"
+	ReasonInvalidSolver      = "InvalidSolver"
 	// ReasonNamespacedIssuer is the reason of an Issuer with an acme
 	// spec: the API server rejects those, so only one stored before that
 	// rule existed gets here.
@@ -39,6 +41,10 @@ const (
 // accountRecheck is how soon an issuer whose account could not be
 // registered is looked at again: the server may have been unreachable.
 const accountRecheck = time.Minute
+
+// lifetimeRecheck is how often a Ready issuer is looked at again. It costs
+// no request to the server: the session is kept.
+const lifetimeRecheck = 10 * time.Minute
 
 // Challenge is an HTTP-01 challenge to answer.
 type Challenge struct {
@@ -98,6 +104,9 @@ type Backend struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	orders   map[string]*orderState
+	// lifetimes are the longest lifetimes of the certificates issued for
+	// each issuer since the controller started.
+	lifetimes map[string]time.Duration
 }
 
 var _ issuer.Backend = (*Backend)(nil)
@@ -126,23 +135,24 @@ func New(opts Options) (*Backend, error) {
 		clock:                    opts.Clock,
 		sessions:                 map[string]*session{},
 		orders:                   map[string]*orderState{},
+		lifetimes:                map[string]time.Duration{},
 	}, nil
 }
 
 // MaxLifetime bounds the certificates an ACME server issues: the server
-// chooses their lifetime, whatever was asked for, and public ACME CAs issue
-// for 90 days at most. A root the server stops chaining to stays trusted
-// that long.
+// chooses their lifetime, whatever was asked for (Let's Encrypt ignores
+// the notAfter of an order), and public ACME CAs issue for 90 days at
+// most. A longer certificate is refused. A root the server stops chaining
+// to stays trusted as long as the longest certificate it did issue
+// (issuer.Status.LongestLifetime), or this long when it is not known.
 const MaxLifetime = 100 * 24 * time.Hour
 
 // Kind is the acme backend's entry in the registry.
 func (b *Backend) Kind() issuer.Kind {
 	return issuer.Kind{
-		Name:     "acme",
-		Selected: func(spec *v1alpha1.IssuerSpec) bool { return spec.ACME != nil },
-		Secrets: func(iss v1alpha1.GenericIssuer) []types.NamespacedName {
-			return []types.NamespacedName{{Namespace: b.clusterResourceNamespace, Name: iss.GetSpec().ACME.AccountKeySecretName}}
-		},
+		Name:        "acme",
+		Selected:    func(spec *v1alpha1.IssuerSpec) bool { return spec.ACME != nil },
+		Secrets:     b.secretsOf,
 		Forget:      b.forget,
 		MaxLifetime: MaxLifetime,
 		NeedsCSR:    true,
@@ -150,12 +160,47 @@ func (b *Backend) Kind() issuer.Kind {
 	}
 }
 
-// forget drops the session of a deleted issuer. Its account key Secret
-// stays, so that a new issuer naming it gets the same account back.
-func (b *Backend) forget(_ context.Context, ref request.IssuerRef) error {
+// secretsOf names the Secrets iss reads: its account key, the MAC key of
+// its external account binding, and the TSIG keys of its dns01 solvers.
+func (b *Backend) secretsOf(iss v1alpha1.GenericIssuer) []types.NamespacedName {
+	spec := iss.GetSpec().ACME
+	names := []string{spec.AccountKeySecretName}
+	if eab := spec.ExternalAccountBinding; eab != nil {
+		names = append(names, eab.KeySecretRef.Name)
+	}
+	for _, s := range spec.Solvers {
+		if s.DNS01 != nil && s.DNS01.RFC2136 != nil {
+			names = append(names, s.DNS01.RFC2136.TSIGSecretRef.Name)
+		}
+	}
+	out := make([]types.NamespacedName, len(names))
+	for i, n := range names {
+		out[i] = types.NamespacedName{Namespace: b.clusterResourceNamespace, Name: n}
+	}
+	return out
+}
+
+// forget drops the session and the orders of a deleted issuer. Its account
+// key Secret stays, so that a new issuer naming it gets the same account
+// back.
+func (b *Backend) forget(ctx context.Context, ref request.IssuerRef) error {
+	prefix := ref.String() + "/"
+	var gone []*orderState
 	b.mu.Lock()
 	delete(b.sessions, ref.String())
+	delete(b.lifetimes, ref.String())
+	for key, st := range b.orders {
+		if strings.HasPrefix(key, prefix) {
+			gone = append(gone, st)
+			delete(b.orders, key)
+		}
+	}
 	b.mu.Unlock()
+	for _, st := range gone {
+		st.mu.Lock()
+		b.cleanUp(ctx, st)
+		st.mu.Unlock()
+	}
 	return nil
 }
 
@@ -176,11 +221,29 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 	case err != nil:
 		return issuer.Status{}, err
 	}
+	// A dns01 solver that cannot write records would fail every order
+	// that needs it.
+	for _, solver := range iss.GetSpec().ACME.Solvers {
+		if solver.DNS01 == nil {
+			continue
+		}
+		_, err := b.dnsClient(ctx, solver.DNS01)
+		if errors.As(err, &notReady) {
+			return issuer.Status{Reason: notReady.Reason, Message: notReady.Message}, nil
+		}
+		if err != nil {
+			return issuer.Status{}, err
+		}
+	}
 	return issuer.Status{
-		Ready:       true,
-		Reason:      v1alpha1.ReasonReady,
-		Message:     fmt.Sprintf("Registered with the ACME server %s as %s", iss.GetSpec().ACME.Server, s.accountURI),
-		TrustBundle: s.trustPEM,
+		Ready:           true,
+		Reason:          v1alpha1.ReasonReady,
+		Message:         fmt.Sprintf("Registered with the ACME server %s as %s", iss.GetSpec().ACME.Server, s.accountURI),
+		TrustBundle:     s.trustPEM,
+		LongestLifetime: b.longestLifetime(iss),
+		// So the issuer's status records the lifetimes issued since, for a
+		// controller that restarts before the next rotation.
+		RecheckAt: b.clock.Now().Add(lifetimeRecheck),
 	}, nil
 }
 
@@ -198,6 +261,10 @@ func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req *iss
 	names, err := DNSNames(req)
 	if err != nil {
 		return nil, &issuer.PermanentError{Err: err}
+	}
+	// A name no solver can prove control of fails before an order is made.
+	if err := solverNames(iss.GetSpec().ACME.Solvers, names); err != nil {
+		return nil, err
 	}
 	s, err := b.session(ctx, iss)
 	if err != nil {

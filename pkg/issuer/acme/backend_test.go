@@ -40,7 +40,7 @@ func TestSignRefusesWhatACMECannotCertifyBeforeContactingTheServer(t *testing.T)
 		ObjectMeta: metav1.ObjectMeta{Name: "acme"},
 		Spec: v1alpha1.IssuerSpec{ACME: &v1alpha1.ACMEIssuer{
 			Server: "https://127.0.0.1:1/dir", AccountKeySecretName: "account", TrustBundle: "unused",
-			Solver: v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
+			Solvers: []v1alpha1.ACMESolver{{HTTP01: &v1alpha1.ACMEHTTP01Solver{}}},
 		}},
 	}
 	spiffe, err := url.Parse("spiffe://cluster.local/ns/app/sa/web")

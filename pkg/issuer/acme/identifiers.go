@@ -40,8 +40,8 @@ func DNSNames(req *issuer.Request) ([]string, error) {
 	var names []string
 	for _, n := range csr.DNSNames {
 		n = strings.ToLower(strings.TrimSuffix(n, "."))
-		if strings.Contains(n, "*") {
-			problems = append(problems, fmt.Sprintf("wildcard DNS names (%s), which need the DNS-01 challenge", n))
+		if strings.Contains(strings.TrimPrefix(n, "*."), "*") {
+			problems = append(problems, fmt.Sprintf("a wildcard other than a whole first label (%s)", n))
 			continue
 		}
 		if !slices.Contains(names, n) {

@@ -54,9 +54,14 @@ func TestDNSNames(t *testing.T) {
 			wantErr: []string{"subject fields other than the common name (O=Example)"},
 		},
 		{
-			name:    "a wildcard needs DNS-01, which is not offered",
-			tmpl:    x509.CertificateRequest{DNSNames: []string{"*.example.com"}},
-			wantErr: []string{"wildcard DNS names (*.example.com)", "DNS-01"},
+			name: "a wildcard name is ordered with its domain, for DNS-01",
+			tmpl: x509.CertificateRequest{DNSNames: []string{"*.example.com", "example.com"}},
+			want: []string{"*.example.com", "example.com"},
+		},
+		{
+			name:    "a wildcard other than a whole first label is refused",
+			tmpl:    x509.CertificateRequest{DNSNames: []string{"w*.example.com"}},
+			wantErr: []string{"a wildcard other than a whole first label (w*.example.com)"},
 		},
 		{
 			name:    "a request without DNS names is refused",

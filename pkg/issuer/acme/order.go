@@ -11,25 +11,27 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/acme"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
+	"github.com/certmint/certmint/pkg/issuer/acme/rfc2136"
 	"github.com/certmint/certmint/pkg/logkeys"
 	"github.com/certmint/certmint/pkg/pki"
 )
 
 const (
 	// signTimeout bounds one Sign call: the ACME client retries server
-	// errors until its context ends.
+	// errors within it.
 	signTimeout = 30 * time.Second
 	// pollInterval is how soon Sign should be called again while the
-	// server validates or issues.
+	// server validates or issues, or a DNS record is on its way.
 	pollInterval = 2 * time.Second
 	// servedWait bounds how long Sign waits for a published challenge to
 	// reach the solver's cache before it accepts the challenge; after that
@@ -64,12 +66,20 @@ type orderState struct {
 	challenges map[string]*presented
 	// accepted are the challenges the server has been told to validate.
 	accepted map[string]bool
+	// retryAt is when the server said it may be asked again, after a rate
+	// limit; it is not asked before.
+	retryAt time.Time
+	// certURL is where the server serves the certificate, and its
+	// alternate chains.
+	certURL string
 	// issued is the chain the server issued (DER, as it sent it). It is
 	// handed out again until the request stops asking: the caller may
 	// fail to store it, and ordering again would get a duplicate
 	// certificate, which public CAs rate-limit.
 	issued   [][]byte
 	lastUsed time.Time
+	// records are the Order and Challenges that show the order.
+	records records
 }
 
 // reset forgets an unfinished order of another account: it is not ours to
@@ -83,10 +93,19 @@ func reset(st *orderState, fingerprint string) {
 	st.accepted = map[string]bool{}
 }
 
-// presented is a challenge published for an order, and since when.
+// presented is a challenge answered for an order, one way or the other,
+// and since when.
 type presented struct {
-	Challenge
+	// http is an HTTP-01 answer, dns a DNS-01 one.
+	http  *Challenge
+	dns   *dnsAnswer
 	since time.Time
+}
+
+// dnsAnswer is a TXT record written for a DNS-01 challenge.
+type dnsAnswer struct {
+	client      *rfc2136.Client
+	fqdn, value string
 }
 
 // orderKey identifies the order of one request: the certificate request
@@ -112,6 +131,13 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.records.order == nil {
+		st.records.order = &v1alpha1.Order{}
+		st.records.challenges = map[string]*challengeRecord{}
+	}
+	if wait := st.retryAt.Sub(b.clock.Now()); wait > 0 {
+		return nil, &issuer.PendingError{Err: errors.New("the ACME server asked to wait after a rate limit"), RetryAfter: wait}
+	}
 	// A certificate already issued is for the node's key whichever account
 	// got it; checking it again below applies a trust bundle edited since.
 	der := st.issued
@@ -120,16 +146,26 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 		if st.fingerprint != s.fingerprint {
 			reset(st, s.fingerprint)
 		}
-		der, err = b.step(ctx, s, st, names, req, iss.GetSpec().ACME.Solver.HTTP01)
+		b.createOrderRecord(ctx, st, iss, req, names)
+		der, err = b.step(ctx, iss, s, st, names, req)
 	}
 	var chain []byte
+	var leaf *x509.Certificate
 	if err == nil {
-		chain, err = verifyChain(der, req.PublicKey, s.trust, b.clock.Now())
+		der, chain, leaf, err = b.pickChain(ctx, iss, s, st, der, req.PublicKey)
 	}
 	switch {
 	case err == nil:
 		st.issued = der
 		b.cleanUp(ctx, st)
+		for _, rec := range st.records.challenges {
+			rec.challenge.Status = v1alpha1.ChallengeStatus{State: v1alpha1.ACMEStateValid}
+		}
+		b.observeLifetime(iss, leaf)
+		st.records.order.Status.State = v1alpha1.ACMEStateValid
+		st.records.order.Status.Reason, st.records.order.Status.Message = "", ""
+		st.records.order.Status.NotBefore = &metav1.Time{Time: leaf.NotBefore}
+		st.records.order.Status.NotAfter = &metav1.Time{Time: leaf.NotAfter}
 	case isPermanent(err):
 		b.mu.Lock()
 		if b.orders[key] == st {
@@ -137,8 +173,29 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 		}
 		b.mu.Unlock()
 		b.cleanUp(ctx, st)
+		st.records.order.Status.State = v1alpha1.ACMEStateInvalid
+		st.records.order.Status.Reason, st.records.order.Status.Message = "Failed", err.Error()
+	default:
+		var p *issuer.PendingError
+		if errors.As(err, &p) {
+			st.records.order.Status.Reason, st.records.order.Status.Message = pendingReason(p), p.Err.Error()
+		} else {
+			st.records.order.Status.Reason, st.records.order.Status.Message = "Error", err.Error()
+		}
+		if !st.retryAt.IsZero() && st.retryAt.After(b.clock.Now()) {
+			st.records.order.Status.RetryAfter = &metav1.Time{Time: st.retryAt}
+		}
 	}
+	b.flushRecords(ctx, st)
 	return chain, err
+}
+
+// pendingReason is the Order's reason while it waits.
+func pendingReason(p *issuer.PendingError) string {
+	if strings.Contains(p.Err.Error(), "rate limited") {
+		return "RateLimited"
+	}
+	return "Waiting"
 }
 
 func isPermanent(err error) bool {
@@ -148,22 +205,15 @@ func isPermanent(err error) bool {
 
 // step is one pass over the order; it returns the chain as the server
 // issued it.
-func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []string, req *issuer.Request, http01 *v1alpha1.ACMEHTTP01Solver) ([][]byte, error) {
-	var route *v1alpha1.ACMEHTTP01Ingress
-	if http01 != nil {
-		route = http01.Ingress
-	}
+func (b *Backend) step(ctx context.Context, iss v1alpha1.GenericIssuer, s *session, st *orderState, names []string, req *issuer.Request) ([][]byte, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	if st.url == "" {
-		ids := make([]acme.AuthzID, len(names))
-		for i, n := range names {
-			ids[i] = acme.AuthzID{Type: "dns", Value: n}
-		}
-		order, err := s.client.AuthorizeOrder(ctx, ids)
+		order, err := b.newOrder(ctx, s, names, req.Duration)
 		if err != nil {
-			return nil, b.acmeError("creating the ACME order", err)
+			return nil, b.acmeError(st, "creating the ACME order", err)
 		}
 		st.url = order.URI
+		st.records.order.Status.URL = order.URI
 		log.Info("created ACME order", logkeys.ACMEOrder, order.URI)
 	}
 	// Twice at most: once the last authorization turns valid the order is
@@ -171,11 +221,12 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 	for range 2 {
 		order, err := s.client.GetOrder(ctx, st.url)
 		if err != nil {
-			return nil, b.acmeError("reading the ACME order", err)
+			return nil, b.acmeError(st, "reading the ACME order", err)
 		}
+		st.records.order.Status.State = order.Status
 		switch order.Status {
 		case acme.StatusPending:
-			valid, err := b.authorize(ctx, s, st, order, route)
+			valid, err := b.authorize(ctx, iss, s, st, order)
 			if err != nil {
 				return nil, err
 			}
@@ -183,38 +234,90 @@ func (b *Backend) step(ctx context.Context, s *session, st *orderState, names []
 				return nil, pending("the ACME server is validating the challenges")
 			}
 		case acme.StatusReady:
-			return b.finalize(ctx, s, order, req)
+			return b.finalize(ctx, s, st, order, req)
 		case acme.StatusProcessing:
 			return nil, pending("the ACME server is issuing the certificate")
 		case acme.StatusValid:
 			der, err := s.client.FetchCert(ctx, order.CertURL, true)
 			if err != nil {
-				return nil, b.acmeError("downloading the certificate", err)
+				return nil, b.acmeError(st, "downloading the certificate", err)
 			}
+			st.certURL = order.CertURL
 			return der, nil
 		default:
+			if why := b.failedAuthorizations(ctx, s, st, order); why != "" {
+				return nil, issuer.Permanentf("%s", why)
+			}
 			return nil, issuer.Permanentf("the ACME order is %s: %s", order.Status, problem(order.Error))
 		}
 	}
 	return nil, pending("the ACME server is validating the challenges")
 }
 
-// authorize publishes and accepts the HTTP-01 challenge of every pending
-// authorization of order, routed through an Ingress when route is set. It
+// failedAuthorizations says, in the server's words, why the authorizations
+// of a failed order failed, and records it in their Challenges; "" when
+// none did.
+func (b *Backend) failedAuthorizations(ctx context.Context, s *session, st *orderState, order *acme.Order) string {
+	var why []string
+	for _, url := range order.AuthzURLs {
+		authz, err := s.client.GetAuthorization(ctx, url)
+		if err != nil || authz.Status != acme.StatusInvalid {
+			continue
+		}
+		name := authz.Identifier.Value
+		if authz.Wildcard {
+			name = "*." + name
+		}
+		msg := challengeProblem(authz)
+		b.challengeState(st, url, v1alpha1.ACMEStateInvalid, "ValidationFailed", msg)
+		why = append(why, fmt.Sprintf("the ACME server could not validate %s: %s", name, msg))
+	}
+	return strings.Join(why, "; ")
+}
+
+// newOrder asks for an order of names, with the lifetime asked for as its
+// notAfter. A server that will not take a notAfter (as Let's Encrypt
+// does not) refuses the order; it is asked again without, and is not
+// asked with one again.
+func (b *Backend) newOrder(ctx context.Context, s *session, names []string, lifetime time.Duration) (*acme.Order, error) {
+	ids := make([]acme.AuthzID, len(names))
+	for i, n := range names {
+		ids[i] = acme.AuthzID{Type: "dns", Value: n}
+	}
+	if lifetime <= 0 || s.refusesNotAfter.Load() {
+		return s.client.AuthorizeOrder(ctx, ids)
+	}
+	order, err := s.client.AuthorizeOrder(ctx, ids, acme.WithOrderNotAfter(b.clock.Now().Add(lifetime)))
+	var acmeErr *acme.Error
+	if errors.As(err, &acmeErr) && acmeErr.StatusCode >= 400 && acmeErr.StatusCode < 500 && acmeErr.StatusCode != http.StatusTooManyRequests {
+		s.refusesNotAfter.Store(true)
+		logr.FromContextOrDiscard(ctx).Info("the ACME server refused an order with a lifetime; ordering without one", logkeys.Reason, problem(acmeErr))
+		return s.client.AuthorizeOrder(ctx, ids)
+	}
+	return order, err
+}
+
+// authorize answers and accepts the challenge of every pending
+// authorization of order, each with the solver that selects its name. It
 // reports whether all are valid; a nil error with false means waiting for
-// the server.
-func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, order *acme.Order, route *v1alpha1.ACMEHTTP01Ingress) (bool, error) {
+// the server or for an answer to be served.
+func (b *Backend) authorize(ctx context.Context, iss v1alpha1.GenericIssuer, s *session, st *orderState, order *acme.Order) (bool, error) {
 	allValid := true
+	var waiting error
 	for _, url := range order.AuthzURLs {
 		authz, err := s.client.GetAuthorization(ctx, url)
 		if err != nil {
-			return false, b.acmeError("reading an ACME authorization", err)
+			return false, b.acmeError(st, "reading an ACME authorization", err)
 		}
 		name := authz.Identifier.Value
+		if authz.Wildcard {
+			name = "*." + name
+		}
 		switch authz.Status {
 		case acme.StatusValid:
+			b.challengeState(st, url, v1alpha1.ACMEStateValid, "", "")
 			if p, ok := st.challenges[url]; ok {
-				if err := b.solver.CleanUp(ctx, p.Challenge); err != nil {
+				if err := b.withdraw(ctx, p); err != nil {
 					return false, err
 				}
 				delete(st.challenges, url)
@@ -222,60 +325,153 @@ func (b *Backend) authorize(ctx context.Context, s *session, st *orderState, ord
 			continue
 		case acme.StatusPending:
 		case acme.StatusInvalid:
-			return false, issuer.Permanentf("the ACME server could not validate %s: %s", name, challengeProblem(authz))
+			msg := challengeProblem(authz)
+			b.challengeState(st, url, v1alpha1.ACMEStateInvalid, "ValidationFailed", msg)
+			return false, issuer.Permanentf("the ACME server could not validate %s: %s", name, msg)
 		default:
 			return false, issuer.Permanentf("the ACME authorization for %s is %s", name, authz.Status)
 		}
 		allValid = false
-		chal := http01Challenge(authz)
+		solver, err := solverFor(iss.GetSpec().ACME.Solvers, name)
+		if err != nil {
+			return false, err
+		}
+		typ := challengeType(solver)
+		chal := challengeOf(authz, typ)
 		if chal == nil {
-			return false, issuer.Permanentf("the ACME server offers no HTTP-01 challenge for %s", name)
+			return false, issuer.Permanentf("the ACME server offers no %s challenge for %s", typ, name)
 		}
 		if st.accepted[chal.URI] {
 			continue
 		}
-		keyAuth, err := s.client.HTTP01ChallengeResponse(chal.Token)
-		if err != nil {
-			return false, fmt.Errorf("computing the key authorization: %w", err)
+		var ready bool
+		if typ == typeDNS01 {
+			ready, err = b.answerDNS01(ctx, s, st, url, name, chal, solver.DNS01)
+		} else {
+			ready, err = b.answerHTTP01(ctx, s, st, url, name, chal, solver.HTTP01)
 		}
-		p, ok := st.challenges[url]
-		if !ok {
-			// Recorded even when already served, as when the server
-			// reuses a pending authorization an earlier order published:
-			// this order withdraws it once settled.
-			p = &presented{Challenge: Challenge{DNSName: name, Token: chal.Token, KeyAuthorization: keyAuth, Ingress: route}, since: b.clock.Now()}
-			st.challenges[url] = p
-			served, err := b.solver.Served(ctx, chal.Token, keyAuth)
-			if err != nil {
+		if err != nil {
+			var p *issuer.PendingError
+			if !errors.As(err, &p) {
 				return false, err
 			}
-			if !served || route != nil {
-				if err := b.solver.Present(ctx, p.Challenge); err != nil {
-					return false, err
-				}
-			}
+			// Another name may be ready to accept meanwhile.
+			waiting = err
+			continue
 		}
-		// Told to validate before it is served, the server would fail the
-		// authorization for good.
-		if served, err := b.waitServed(ctx, chal.Token, keyAuth); err != nil || !served {
-			return false, err
-		}
-		if route != nil {
-			if err := b.solver.Reachable(ctx, p.Challenge); err != nil {
-				if b.clock.Since(p.since) < reachableWait {
-					return false, pending(fmt.Sprintf("waiting for the Ingress controller to route the HTTP-01 challenge for %s: %v", name, err))
-				}
-				logr.FromContextOrDiscard(ctx).Info("the HTTP-01 challenge does not answer through the Ingress controller here; asking the ACME server to validate anyway",
-					logkeys.DNSName, name, logkeys.Reason, err.Error())
-			}
+		if !ready {
+			continue
 		}
 		if _, err := s.client.Accept(ctx, chal); err != nil {
-			return false, b.acmeError("accepting the HTTP-01 challenge for "+name, err)
+			return false, b.acmeError(st, "accepting the "+typ+" challenge for "+name, err)
 		}
 		st.accepted[chal.URI] = true
-		logr.FromContextOrDiscard(ctx).Info("accepted HTTP-01 challenge", logkeys.ACMEOrder, st.url, logkeys.DNSName, name)
+		b.challengeState(st, url, v1alpha1.ACMEStateProcessing, "", "")
+		logr.FromContextOrDiscard(ctx).Info("accepted ACME challenge", logkeys.ACMEOrder, st.url, logkeys.DNSName, name, logkeys.Type, typ)
+	}
+	if waiting != nil && !allValid {
+		return false, waiting
 	}
 	return allValid, nil
+}
+
+// answerHTTP01 publishes the key authorization of chal and reports whether
+// it is served, through an Ingress when http01 asks for one. The server
+// must not be told to validate before: it would fail the authorization for
+// good.
+func (b *Backend) answerHTTP01(ctx context.Context, s *session, st *orderState, url, name string, chal *acme.Challenge, http01 *v1alpha1.ACMEHTTP01Solver) (bool, error) {
+	keyAuth, err := s.client.HTTP01ChallengeResponse(chal.Token)
+	if err != nil {
+		return false, fmt.Errorf("computing the key authorization: %w", err)
+	}
+	var route *v1alpha1.ACMEHTTP01Ingress
+	if http01 != nil {
+		route = http01.Ingress
+	}
+	p, ok := st.challenges[url]
+	if !ok {
+		// Recorded even when already served, as when the server reuses a
+		// pending authorization an earlier order published: this order
+		// withdraws it once settled.
+		p = &presented{http: &Challenge{DNSName: name, Token: chal.Token, KeyAuthorization: keyAuth, Ingress: route}, since: b.clock.Now()}
+		st.challenges[url] = p
+		b.createChallengeRecord(ctx, st, url, name, typeHTTP01, chal.URI, "http://"+name+s.client.HTTP01ChallengePath(chal.Token))
+		served, err := b.solver.Served(ctx, chal.Token, keyAuth)
+		if err != nil {
+			return false, err
+		}
+		if !served || route != nil {
+			if err := b.solver.Present(ctx, *p.http); err != nil {
+				return false, err
+			}
+		}
+		b.challengeState(st, url, v1alpha1.ACMEStatePresented, "", "")
+	}
+	if served, err := b.waitServed(ctx, chal.Token, keyAuth); err != nil || !served {
+		return false, err
+	}
+	if route != nil {
+		if err := b.solver.Reachable(ctx, *p.http); err != nil {
+			if b.clock.Since(p.since) < reachableWait {
+				msg := fmt.Sprintf("waiting for the Ingress controller to route the HTTP-01 challenge for %s: %v", name, err)
+				b.challengeState(st, url, v1alpha1.ACMEStatePresented, "NotReachable", msg)
+				return false, pending(msg)
+			}
+			logr.FromContextOrDiscard(ctx).Info("the HTTP-01 challenge does not answer through the Ingress controller here; asking the ACME server to validate anyway",
+				logkeys.DNSName, name, logkeys.Reason, err.Error())
+		}
+	}
+	return true, nil
+}
+
+// answerDNS01 writes the TXT record of chal and reports whether the
+// nameserver answers it: a server told to validate before may look at a
+// secondary that has not caught up, and fail the authorization for good.
+func (b *Backend) answerDNS01(ctx context.Context, s *session, st *orderState, url, name string, chal *acme.Challenge, dns01 *v1alpha1.ACMEDNS01Solver) (bool, error) {
+	p, ok := st.challenges[url]
+	if !ok {
+		client, err := b.dnsClient(ctx, dns01)
+		if err != nil {
+			return false, err
+		}
+		value, err := s.client.DNS01ChallengeRecord(chal.Token)
+		if err != nil {
+			return false, fmt.Errorf("computing the DNS-01 record: %w", err)
+		}
+		answer := &dnsAnswer{client: client, fqdn: rfc2136.ChallengeRecord(name), value: value}
+		b.createChallengeRecord(ctx, st, url, name, typeDNS01, chal.URI, fmt.Sprintf("TXT %s at %s", answer.fqdn, dns01.RFC2136.Nameserver))
+		if err := client.Present(ctx, answer.fqdn, value); err != nil {
+			msg := fmt.Sprintf("writing the TXT record %s: %v", answer.fqdn, err)
+			var permanent *rfc2136.PermanentError
+			if errors.As(err, &permanent) {
+				b.challengeState(st, url, v1alpha1.ACMEStateInvalid, "UpdateRefused", msg)
+				return false, issuer.Permanentf("%s", msg)
+			}
+			b.challengeState(st, url, v1alpha1.ACMEStatePending, "UpdateFailed", msg)
+			return false, errors.New(msg)
+		}
+		p = &presented{dns: answer, since: b.clock.Now()}
+		st.challenges[url] = p
+		b.challengeState(st, url, v1alpha1.ACMEStatePresented, "", "")
+	}
+	answered, err := p.dns.client.Answered(ctx, p.dns.fqdn, p.dns.value)
+	if err == nil && !answered {
+		err = errors.New("it does not answer the record yet")
+	}
+	if err != nil {
+		msg := fmt.Sprintf("waiting for %s to answer the TXT record %s: %v", dns01.RFC2136.Nameserver, p.dns.fqdn, err)
+		b.challengeState(st, url, v1alpha1.ACMEStatePresented, "NotAnswered", msg)
+		return false, pending(msg)
+	}
+	return true, nil
+}
+
+// withdraw removes what was published for a challenge.
+func (b *Backend) withdraw(ctx context.Context, p *presented) error {
+	if p.dns != nil {
+		return p.dns.client.CleanUp(ctx, p.dns.fqdn, p.dns.value)
+	}
+	return b.solver.CleanUp(ctx, *p.http)
 }
 
 // waitServed polls the solver until it serves keyAuth, for servedWait at
@@ -300,10 +496,10 @@ func (b *Backend) waitServed(ctx context.Context, token, keyAuth string) (bool, 
 
 // finalize asks the server to issue the certificate for the node's own
 // request and waits a little for it.
-func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, req *issuer.Request) ([][]byte, error) {
+func (b *Backend) finalize(ctx context.Context, s *session, st *orderState, order *acme.Order, req *issuer.Request) ([][]byte, error) {
 	finalizeCtx, cancel := context.WithTimeout(ctx, finalizeWait)
 	defer cancel()
-	der, _, err := s.client.CreateOrderCert(finalizeCtx, order.FinalizeURL, req.CSR, true)
+	der, certURL, err := s.client.CreateOrderCert(finalizeCtx, order.FinalizeURL, req.CSR, true)
 	if err != nil {
 		if ctx.Err() == nil && finalizeCtx.Err() != nil {
 			return nil, pending("the ACME server is issuing the certificate")
@@ -312,17 +508,19 @@ func (b *Backend) finalize(ctx context.Context, s *session, order *acme.Order, r
 		if errors.As(err, &orderErr) {
 			return nil, issuer.Permanentf("the ACME order is %s: %s", orderErr.Status, problem(orderErr.Problem))
 		}
-		return nil, b.acmeError("finalizing the ACME order", err)
+		return nil, b.acmeError(st, "finalizing the ACME order", err)
 	}
+	st.certURL = certURL
 	return der, nil
 }
 
 // cleanUp withdraws the challenges st published. A failure is logged: the
-// solver sweeps what is left.
+// solver sweeps what is left of HTTP-01 answers, and a TXT record left
+// behind answers nothing the server asks again.
 func (b *Backend) cleanUp(ctx context.Context, st *orderState) {
 	for url, p := range st.challenges {
-		if err := b.solver.CleanUp(ctx, p.Challenge); err != nil {
-			logr.FromContextOrDiscard(ctx).Error(err, "withdrawing an HTTP-01 challenge")
+		if err := b.withdraw(ctx, p); err != nil {
+			logr.FromContextOrDiscard(ctx).Error(err, "withdrawing an ACME challenge")
 			continue
 		}
 		delete(st.challenges, url)
@@ -350,22 +548,22 @@ func (b *Backend) collectOrders(ctx context.Context) {
 
 // verifyChain checks that the issued chain certifies the request's key pub
 // and leads to a root of trust, and returns it as PEM without any root, as
-// Backend.Sign promises.
-func verifyChain(der [][]byte, pub crypto.PublicKey, trust *x509.CertPool, now time.Time) ([]byte, error) {
+// Backend.Sign promises, with its leaf.
+func verifyChain(der [][]byte, pub crypto.PublicKey, trust *x509.CertPool, now time.Time) ([]byte, *x509.Certificate, error) {
 	if len(der) == 0 {
-		return nil, issuer.Permanentf("the ACME server returned no certificate")
+		return nil, nil, issuer.Permanentf("the ACME server returned no certificate")
 	}
 	certs := make([]*x509.Certificate, len(der))
 	for i, d := range der {
 		cert, err := x509.ParseCertificate(d)
 		if err != nil {
-			return nil, issuer.Permanentf("the ACME server returned an unparsable certificate: %v", err)
+			return nil, nil, issuer.Permanentf("the ACME server returned an unparsable certificate: %v", err)
 		}
 		certs[i] = cert
 	}
 	leaf := certs[0]
 	if !pki.PublicKeysEqual(leaf.PublicKey, pub) {
-		return nil, issuer.Permanentf("the ACME server returned a certificate for another key")
+		return nil, nil, issuer.Permanentf("the ACME server returned a certificate for another key")
 	}
 	intermediates := x509.NewCertPool()
 	var out bytes.Buffer
@@ -384,14 +582,15 @@ func verifyChain(der [][]byte, pub crypto.PublicKey, trust *x509.CertPool, now t
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
-		return nil, issuer.Permanentf("the certificate from the ACME server does not chain to spec.acme.trustBundle: %v", err)
+		return nil, nil, issuer.Permanentf("the certificate from the ACME server does not chain to spec.acme.trustBundle: %v", err)
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), leaf, nil
 }
 
-func http01Challenge(authz *acme.Authorization) *acme.Challenge {
+// challengeOf is the challenge of type typ authz offers.
+func challengeOf(authz *acme.Authorization, typ string) *acme.Challenge {
 	for _, c := range authz.Challenges {
-		if c.Type == "http-01" {
+		if c.Type == typ {
 			return c
 		}
 	}
@@ -422,23 +621,4 @@ func problem(err error) string {
 
 func pending(msg string) error {
 	return &issuer.PendingError{Err: errors.New(msg), RetryAfter: pollInterval}
-}
-
-// acmeError classifies an error of the ACME client: a rate limit means
-// waiting, another refusal is permanent, anything else is worth a retry.
-func (b *Backend) acmeError(what string, err error) error {
-	var acmeErr *acme.Error
-	if errors.As(err, &acmeErr) {
-		switch {
-		case acmeErr.StatusCode == http.StatusTooManyRequests:
-			wait := defaultRateLimitWait
-			if secs, convErr := strconv.Atoi(acmeErr.Header.Get("Retry-After")); convErr == nil && secs > 0 {
-				wait = time.Duration(secs) * time.Second
-			}
-			return &issuer.PendingError{Err: fmt.Errorf("%s: rate limited: %s", what, problem(acmeErr)), RetryAfter: wait}
-		case acmeErr.StatusCode >= 400 && acmeErr.StatusCode < 500:
-			return issuer.Permanentf("%s: the ACME server refused: %s", what, problem(acmeErr))
-		}
-	}
-	return fmt.Errorf("%s: %w", what, err)
 }

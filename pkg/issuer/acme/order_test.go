@@ -126,7 +126,7 @@ func TestVerifyChain(t *testing.T) {
 			for i, c := range tt.chain {
 				der[i] = c.Raw
 			}
-			got, err := verifyChain(der, csr.PublicKey, trust, time.Now())
+			got, _, err := verifyChain(der, csr.PublicKey, trust, time.Now())
 			if tt.wantErr != "" {
 				var permanent *issuer.PermanentError
 				if !errors.As(err, &permanent) || !strings.Contains(err.Error(), tt.wantErr) {

@@ -105,7 +105,7 @@ func newSignFixture(t *testing.T, solver Solver) *signFixture {
 			ObjectMeta: metav1.ObjectMeta{Name: "fake"},
 			Spec: v1alpha1.IssuerSpec{ACME: &v1alpha1.ACMEIssuer{
 				Server: server.directoryURL(), AccountKeySecretName: "fake-account", TrustBundle: server.rootPEM(),
-				Solver: v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
+				Solvers: []v1alpha1.ACMESolver{{HTTP01: &v1alpha1.ACMEHTTP01Solver{}}},
 			}},
 		},
 	}
@@ -173,7 +173,7 @@ func TestSignRoutesChallengesThroughAnIngressAndAcceptsOnceTheyAnswer(t *testing
 	solver := &memorySolver{unreachable: errors.New("GET answered 404 Not Found")}
 	f := newSignFixture(t, solver)
 	class := "traefik"
-	f.issuer.Spec.ACME.Solver.HTTP01.Ingress = &v1alpha1.ACMEHTTP01Ingress{IngressClassName: &class}
+	f.issuer.Spec.ACME.Solvers[0].HTTP01.Ingress = &v1alpha1.ACMEHTTP01Ingress{IngressClassName: &class}
 	req := newRequest(t, "web.example.com")
 
 	for range 3 {
@@ -203,7 +203,7 @@ func TestSignRoutesChallengesThroughAnIngressAndAcceptsOnceTheyAnswer(t *testing
 func TestSignAcceptsARouteItCannotReachItselfAfterAWhile(t *testing.T) {
 	solver := &memorySolver{unreachable: errors.New("dial tcp: no route to host")}
 	f := newSignFixture(t, solver)
-	f.issuer.Spec.ACME.Solver.HTTP01.Ingress = &v1alpha1.ACMEHTTP01Ingress{}
+	f.issuer.Spec.ACME.Solvers[0].HTTP01.Ingress = &v1alpha1.ACMEHTTP01Ingress{}
 	req := newRequest(t, "shop.example.com")
 	if _, err := f.backend.Sign(t.Context(), f.issuer, req); err == nil {
 		t.Fatal("issued at once although the route does not answer")

@@ -97,9 +97,9 @@ func TestSecretRefsAreInTheIssuersNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := v1alpha1.IssuerSpec{Vault: &v1alpha1.VaultIssuer{
-		CABundleSecretRef:           &v1alpha1.VaultSecretKeySelector{Name: "vault-ca", Key: "ca.crt"},
+		CABundleSecretRef:           &v1alpha1.IssuerSecretKeySelector{Name: "vault-ca", Key: "ca.crt"},
 		ClientCertificateSecretName: "vault-client",
-		Auth:                        v1alpha1.VaultAuth{AppRole: &v1alpha1.VaultAppRoleAuth{RoleID: "r", SecretRef: v1alpha1.VaultSecretKeySelector{Name: "approle", Key: "secretId"}}},
+		Auth:                        v1alpha1.VaultAuth{AppRole: &v1alpha1.VaultAppRoleAuth{RoleID: "r", SecretRef: v1alpha1.IssuerSecretKeySelector{Name: "approle", Key: "secretId"}}},
 	}}
 	namespaced := &v1alpha1.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "vault"}, Spec: spec}
 	cluster := &v1alpha1.ClusterIssuer{ObjectMeta: metav1.ObjectMeta{Name: "vault"}, Spec: spec}

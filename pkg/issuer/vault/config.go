@@ -183,7 +183,7 @@ func (b *Backend) secret(ctx context.Context, ref types.NamespacedName) (*corev1
 }
 
 // secretKey returns the value of one key of a Secret in ns.
-func (b *Backend) secretKey(ctx context.Context, ns string, sel v1alpha1.VaultSecretKeySelector) ([]byte, error) {
+func (b *Backend) secretKey(ctx context.Context, ns string, sel v1alpha1.IssuerSecretKeySelector) ([]byte, error) {
 	ref := types.NamespacedName{Namespace: ns, Name: sel.Name}
 	secret, err := b.secret(ctx, ref)
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 // The certmint resources.
 var (
 	Certificates   = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "certificates"}
+	Orders         = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "orders"}
+	Challenges     = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "challenges"}
 	ClusterIssuers = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "clusterissuers"}
 	Issuers        = schema.GroupVersionResource{Group: "certmint.io", Version: "v1alpha1", Resource: "issuers"}
 )

@@ -4,18 +4,18 @@
 // The project's own images (driver, controller, test apps, pause) are built
 // this way from their packages, and third-party servers the tests run (an
 // Ingress controller) from their binaries; cluster.(*Cluster).LoadImage puts
-// them into each node's containerd. It knows nothing of clusters.
+// them into each node's containerd. The binaries are compiled and the images
+// assembled as `make images` does (internal/images), for this machine's
+// platform only. It knows nothing of clusters.
 package image
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -24,15 +24,14 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/certmint/certmint/internal/images"
 	"github.com/certmint/certmint/test/e2e/internal/repo"
 )
 
 // layoutVersion is part of every tarball's cache key. Bump it when the image
-// fromBinary makes changes for the same binary (another file, another
+// images.NewImage makes changes for the same binary (another file, another
 // config), so that no tarball of the old layout is reused.
 const layoutVersion = "1"
 
@@ -65,13 +64,15 @@ func Build(ctx context.Context, pkgPath, imageName string) (string, error) {
 	}
 	defer os.RemoveAll(work)
 
-	binPath := filepath.Join(work, path.Base(pkgPath))
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", binPath, pkgPath)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building %s: %w\n%s", pkgPath, err, out)
+	if err := images.Compile(ctx, images.CompileOptions{
+		Packages: []string{pkgPath},
+		Platform: platform(),
+		OutDir:   work,
+		Dir:      root,
+	}); err != nil {
+		return "", err
 	}
+	binPath := filepath.Join(work, path.Base(pkgPath))
 	return writeImage(ctx, outDir, binPath, tag)
 }
 
@@ -128,7 +129,7 @@ func writeImage(ctx context.Context, outDir, binPath string, tag name.Tag) (stri
 		return "", err
 	}
 
-	img, err := imageOf(binPath, binName)
+	img, err := images.NewImage(images.ImageOptions{Binary: binPath, Platform: platform()})
 	if err != nil {
 		return "", fmt.Errorf("assembling image %s: %w", imageName, err)
 	}
@@ -193,58 +194,10 @@ func removeStale(outDir, prefix, keep string) error {
 	return nil
 }
 
-// imageOf is a one-layer image holding the binary at /binName and an empty
-// /tmp, which Go programs use for temporary files. The layer is streamed
-// from the binary whenever it is read, and compressed once.
-func imageOf(binPath, binName string) (v1.Image, error) {
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		f, err := os.Open(binPath)
-		if err != nil {
-			return nil, fmt.Errorf("reading binary: %w", err)
-		}
-		r, w := io.Pipe()
-		go func() {
-			defer f.Close()
-			// A reader that stops early closes r, which ends this write.
-			w.CloseWithError(writeLayer(w, f, binName))
-		}()
-		return r, nil
-	}, tarball.WithCompressedCaching)
-	if err != nil {
-		return nil, fmt.Errorf("creating layer: %w", err)
-	}
-	base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-		OS:           "linux",
-		Architecture: runtime.GOARCH,
-		RootFS:       v1.RootFS{Type: "layers"},
-		Config: v1.Config{
-			Entrypoint: []string{"/" + binName},
-			Env:        []string{"PATH=/"},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("setting image config: %w", err)
-	}
-	return mutate.AppendLayers(base, layer)
-}
-
-// writeLayer writes the layer's tar stream: /tmp and bin as /binName.
-func writeLayer(w io.Writer, bin *os.File, binName string) error {
-	fi, err := bin.Stat()
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(w)
-	if err := tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777}); err != nil {
-		return fmt.Errorf("writing layer entry tmp/: %w", err)
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: binName, Typeflag: tar.TypeReg, Mode: 0o755, Size: fi.Size()}); err != nil {
-		return fmt.Errorf("writing layer entry %s: %w", binName, err)
-	}
-	if _, err := io.Copy(tw, bin); err != nil {
-		return fmt.Errorf("writing layer entry %s: %w", binName, err)
-	}
-	return tw.Close()
+// platform is the nodes' platform: the harness's cluster runs on this
+// machine.
+func platform() v1.Platform {
+	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 }
 
 // fileName turns an image name into something safe as a file name.

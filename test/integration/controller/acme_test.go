@@ -62,7 +62,7 @@ func TestACMEIssuer(t *testing.T) {
 				AccountKeySecretName: issuerName + "-account",
 				CABundle:             string(pb.TLSCA),
 				TrustBundle:          string(pb.Root),
-				Solver:               v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
+				Solvers:              []v1alpha1.ACMESolver{{HTTP01: &v1alpha1.ACMEHTTP01Solver{}}},
 			},
 			Policy: &v1alpha1.Policy{AllowedDNSNames: []string{"${POD_NAME}.${POD_NAMESPACE}.certmint.test", "cert.${POD_NAMESPACE}.certmint.test"}},
 		},
@@ -244,7 +244,7 @@ func TestACMEIssuerSpecValidation(t *testing.T) {
 			Server:               "https://acme.example.com/directory",
 			AccountKeySecretName: "account",
 			TrustBundle:          "root PEM",
-			Solver:               v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
+			Solvers:              []v1alpha1.ACMESolver{{HTTP01: &v1alpha1.ACMEHTTP01Solver{}}},
 		}
 	}
 	tests := []struct {
@@ -253,7 +253,8 @@ func TestACMEIssuerSpecValidation(t *testing.T) {
 		wantErr string
 	}{
 		{name: "a plain http server URL", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Server = "http://acme.example.com/directory"; return a }()}, wantErr: "must be an https URL"},
-		{name: "no solver", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Solver.HTTP01 = nil; return a }()}, wantErr: "http01 must be set"},
+		{name: "no solver", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Solvers = nil; return a }()}, wantErr: "spec.acme.solvers"},
+		{name: "a solver with no challenge type", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Solvers[0].HTTP01 = nil; return a }()}, wantErr: "exactly one of http01 or dns01"},
 		{name: "an email that is not one", spec: v1alpha1.IssuerSpec{ACME: func() *v1alpha1.ACMEIssuer { a := valid(); a.Email = "certs"; return a }()}, wantErr: "must be an email address"},
 		{name: "acme next to another backend", spec: v1alpha1.IssuerSpec{ACME: valid(), CA: &v1alpha1.CAIssuer{SecretName: "ca"}}, wantErr: "exactly one of selfSigned, ca, acme or vault"},
 	}

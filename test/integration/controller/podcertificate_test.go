@@ -231,7 +231,7 @@ func TestPodCertificateRequests(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Name: uniqueName("acme")},
 			Spec: v1alpha1.IssuerSpec{ACME: &v1alpha1.ACMEIssuer{
 				Server: "https://127.0.0.1:1/dir", Email: "ops@example.com", AccountKeySecretName: uniqueName("acme-account"),
-				TrustBundle: string(data[corev1.TLSCertKey]), Solver: v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}},
+				TrustBundle: string(data[corev1.TLSCertKey]), Solvers: []v1alpha1.ACMESolver{{HTTP01: &v1alpha1.ACMEHTTP01Solver{}}},
 			}},
 		}
 		if err := env.admin.Create(ctx, acme); err != nil {

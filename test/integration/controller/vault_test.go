@@ -90,7 +90,7 @@ func TestVaultIssuer(t *testing.T) {
 			Server:   v.Addr,
 			Path:     "pki/sign/certmint",
 			CABundle: string(v.CACert),
-			Auth:     v1alpha1.VaultAuth{TokenSecretRef: &v1alpha1.VaultSecretKeySelector{Name: "vault-token", Key: "token"}},
+			Auth:     v1alpha1.VaultAuth{TokenSecretRef: &v1alpha1.IssuerSecretKeySelector{Name: "vault-token", Key: "token"}},
 		}},
 	}
 	createSecret(t, ns, "vault-token", map[string][]byte{"token": []byte(token + "\n")})
@@ -168,11 +168,11 @@ func TestVaultIssuer(t *testing.T) {
 		Spec: v1alpha1.IssuerSpec{Policy: pol, Vault: &v1alpha1.VaultIssuer{
 			Server:                      v.MutualTLSAddr,
 			Path:                        "pki/sign/certmint",
-			CABundleSecretRef:           &v1alpha1.VaultSecretKeySelector{Name: appRoleName + "-ca", Key: "ca.crt"},
+			CABundleSecretRef:           &v1alpha1.IssuerSecretKeySelector{Name: appRoleName + "-ca", Key: "ca.crt"},
 			ClientCertificateSecretName: appRoleName + "-client",
 			Auth: v1alpha1.VaultAuth{AppRole: &v1alpha1.VaultAppRoleAuth{
 				RoleID:    roleID,
-				SecretRef: v1alpha1.VaultSecretKeySelector{Name: appRoleName + "-secret-id", Key: "secretId"},
+				SecretRef: v1alpha1.IssuerSecretKeySelector{Name: appRoleName + "-secret-id", Key: "secretId"},
 			}},
 		}},
 	}
@@ -449,10 +449,10 @@ func TestVaultIssuerSpecValidation(t *testing.T) {
 		return &v1alpha1.VaultIssuer{
 			Server: "https://vault.example.com:8200",
 			Path:   "pki/sign/certmint",
-			Auth:   v1alpha1.VaultAuth{TokenSecretRef: &v1alpha1.VaultSecretKeySelector{Name: "vault", Key: "token"}},
+			Auth:   v1alpha1.VaultAuth{TokenSecretRef: &v1alpha1.IssuerSecretKeySelector{Name: "vault", Key: "token"}},
 		}
 	}
-	sel := &v1alpha1.VaultSecretKeySelector{Name: "vault", Key: "x"}
+	sel := &v1alpha1.IssuerSecretKeySelector{Name: "vault", Key: "x"}
 	for _, c := range []struct {
 		name   string
 		change func(*v1alpha1.VaultIssuer)

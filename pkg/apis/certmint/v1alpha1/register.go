@@ -14,7 +14,7 @@ var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: "v1alpha
 
 var (
 	schemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
-	// AddToScheme registers Issuer, ClusterIssuer and Certificate with a scheme.
+	// AddToScheme registers the certmint.io/v1alpha1 types with a scheme.
 	AddToScheme = schemeBuilder.AddToScheme
 )
 
@@ -23,6 +23,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&Issuer{}, &IssuerList{},
 		&ClusterIssuer{}, &ClusterIssuerList{},
 		&Certificate{}, &CertificateList{},
+		&Order{}, &OrderList{},
+		&Challenge{}, &ChallengeList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil

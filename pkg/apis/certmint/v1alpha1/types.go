@@ -147,20 +147,114 @@ type ACMEIssuer struct {
 	// +kubebuilder:validation:MaxLength=65536
 	TrustBundle string `json:"trustBundle"`
 
-	// Solver says how to prove control of the DNS names.
-	Solver ACMESolver `json:"solver"`
+	// ExternalAccountBinding binds the account to one the CA knows already,
+	// as CAs that require it do (RFC 8555, section 7.3.4). Used only when
+	// the account is registered.
+	// +optional
+	ExternalAccountBinding *ACMEExternalAccountBinding `json:"externalAccountBinding,omitempty"`
+
+	// PreferredChain picks, among the chains the server offers for a
+	// certificate, the first whose top certificate is issued by a CA of
+	// this common name (e.g. "ISRG Root X1"); the server's default chain
+	// when none is.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	PreferredChain string `json:"preferredChain,omitempty"`
+
+	// Solvers prove control of the DNS names. Each name is solved by the
+	// solver whose selector matches it most closely: a listed name before
+	// the longest matching zone before a solver without selector; the
+	// first in the list on a tie. A wildcard name needs a dns01 solver.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	Solvers []ACMESolver `json:"solvers"`
 }
 
-// ACMESolver chooses one challenge type.
+// ACMEExternalAccountBinding is the CA's key identifier and MAC key for
+// the account.
+type ACMEExternalAccountBinding struct {
+	// KeyID is the key identifier the CA gave.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	KeyID string `json:"keyID"`
+	// KeySecretRef names the key of a Secret in the cluster resource
+	// namespace that holds the MAC key, base64url-encoded as CAs hand it
+	// out.
+	KeySecretRef IssuerSecretKeySelector `json:"keySecretRef"`
+}
+
+// ACMESolver is one way to prove control of DNS names, for the names its
+// selector matches.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.http01)",message="http01 must be set"
+// +kubebuilder:validation:XValidation:rule="[has(self.http01), has(self.dns01)].filter(x, x).size() == 1",message="exactly one of http01 or dns01 must be set"
 type ACMESolver struct {
+	// Selector limits the solver to some names; without it, it solves any
+	// name no other solver selects.
+	// +optional
+	Selector *ACMESolverSelector `json:"selector,omitempty"`
+
 	// HTTP01 answers HTTP-01 challenges from the controller's solver
 	// Service: http://<name>/.well-known/acme-challenge/ of every DNS name
 	// must reach it, through a route of the user's or one the controller
 	// keeps (ingress).
 	// +optional
 	HTTP01 *ACMEHTTP01Solver `json:"http01,omitempty"`
+
+	// DNS01 answers DNS-01 challenges with TXT records in the names'
+	// authoritative DNS, the only way to certify wildcard names and names
+	// the ACME server cannot reach.
+	// +optional
+	DNS01 *ACMEDNS01Solver `json:"dns01,omitempty"`
+}
+
+// ACMESolverSelector selects DNS names.
+type ACMESolverSelector struct {
+	// DNSNames are names this solver solves, as written in requests (a
+	// wildcard name with its "*.").
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=253
+	DNSNames []string `json:"dnsNames,omitempty"`
+	// DNSZones are zones this solver solves every name in, at any depth,
+	// the zone's own name included.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=253
+	DNSZones []string `json:"dnsZones,omitempty"`
+}
+
+// ACMEDNS01Solver chooses how TXT records are written.
+type ACMEDNS01Solver struct {
+	// RFC2136 writes them by dynamic update (RFC 2136) signed with a TSIG
+	// key, which BIND, Knot, PowerDNS and others accept.
+	RFC2136 *ACMERFC2136 `json:"rfc2136"`
+}
+
+// ACMERFC2136 is an authoritative nameserver that takes dynamic updates.
+type ACMERFC2136 struct {
+	// Nameserver is the primary nameserver of the names' zone, host or
+	// host:port (53 by default). The controller updates it, and waits until
+	// it answers the record before the ACME server is told to look.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=261
+	Nameserver string `json:"nameserver"`
+	// TSIGKeyName is the name of the TSIG key the nameserver takes updates
+	// signed with.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	TSIGKeyName string `json:"tsigKeyName"`
+	// TSIGAlgorithm is the key's algorithm: hmac-sha256 (the default),
+	// hmac-sha384, hmac-sha512 or hmac-sha1.
+	// +optional
+	// +kubebuilder:validation:Enum=hmac-sha256;hmac-sha384;hmac-sha512;hmac-sha1
+	TSIGAlgorithm string `json:"tsigAlgorithm,omitempty"`
+	// TSIGSecretRef names the key of a Secret in the cluster resource
+	// namespace that holds the TSIG key's secret, base64-encoded as
+	// tsig-keygen prints it.
+	TSIGSecretRef IssuerSecretKeySelector `json:"tsigSecretRef"`
 }
 
 // ACMEHTTP01Solver says how the ACME server's validation requests reach
@@ -308,8 +402,15 @@ type SigningState struct {
 	ConfigHash string `json:"configHash"`
 	// MaxDuration is the longest lifetime a certificate signed by this CA
 	// may have: the largest maximum duration the policy allowed since the
-	// CA began signing.
+	// CA began signing, or the bound of a backend that chooses lifetimes
+	// itself (an ACME server).
 	MaxDuration metav1.Duration `json:"maxDuration"`
+	// IssuedLifetime is, for a backend that chooses lifetimes itself, the
+	// longest lifetime a certificate it issued was seen to have since the
+	// CA began signing: a CA it stops chaining to stays trusted that long
+	// rather than MaxDuration. Unset when not known.
+	// +optional
+	IssuedLifetime *metav1.Duration `json:"issuedLifetime,omitempty"`
 }
 
 // RetiringCA is a CA certificate kept in the trust bundle after a rotation.
@@ -365,3 +466,19 @@ func (i *ClusterIssuer) GetSpec() *IssuerSpec { return &i.Spec }
 
 // GetStatus returns the ClusterIssuer's status, for GenericIssuer.
 func (i *ClusterIssuer) GetStatus() *IssuerStatus { return &i.Status }
+
+// IssuerSecretKeySelector names one key of a Secret in the issuer's
+// namespace (a ClusterIssuer's: the cluster resource namespace).
+type IssuerSecretKeySelector struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name"
+	Name string `json:"name"`
+
+	// Key in the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[-._a-zA-Z0-9]+$')",message="must be a valid Secret key"
+	Key string `json:"key"`
+}

@@ -35,7 +35,7 @@ type VaultIssuer struct {
 	// CABundleSecretRef names a key of a Secret holding the PEM of the CA
 	// certificates to trust for Vault's TLS.
 	// +optional
-	CABundleSecretRef *VaultSecretKeySelector `json:"caBundleSecretRef,omitempty"`
+	CABundleSecretRef *IssuerSecretKeySelector `json:"caBundleSecretRef,omitempty"`
 
 	// ClientCertificateSecretName names a kubernetes.io/tls Secret whose
 	// certificate and key the controller presents to Vault, for a listener
@@ -61,7 +61,7 @@ type VaultAuth struct {
 	// controller renews it while Vault allows; a periodic token lives as
 	// long as it is renewed.
 	// +optional
-	TokenSecretRef *VaultSecretKeySelector `json:"tokenSecretRef,omitempty"`
+	TokenSecretRef *IssuerSecretKeySelector `json:"tokenSecretRef,omitempty"`
 
 	// AppRole logs in with an AppRole's role ID and secret ID.
 	// +optional
@@ -88,7 +88,7 @@ type VaultAppRoleAuth struct {
 	RoleID string `json:"roleId"`
 
 	// SecretRef names a key of a Secret holding the AppRole's secret_id.
-	SecretRef VaultSecretKeySelector `json:"secretRef"`
+	SecretRef IssuerSecretKeySelector `json:"secretRef"`
 }
 
 // VaultKubernetesAuth logs in with a ServiceAccount token.
@@ -118,7 +118,7 @@ type VaultKubernetesAuth struct {
 	// such as a long-lived token Secret. Prefer serviceAccountRef: its
 	// tokens expire within minutes and serve Vault alone.
 	// +optional
-	SecretRef *VaultSecretKeySelector `json:"secretRef,omitempty"`
+	SecretRef *IssuerSecretKeySelector `json:"secretRef,omitempty"`
 }
 
 // VaultServiceAccountRef is a ServiceAccount to request tokens for.
@@ -138,20 +138,4 @@ type VaultServiceAccountRef struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	Audience string `json:"audience,omitempty"`
-}
-
-// VaultSecretKeySelector names one key of a Secret in the issuer's
-// namespace (a ClusterIssuer's: the cluster resource namespace).
-type VaultSecretKeySelector struct {
-	// Name of the Secret.
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="!format.dns1123Subdomain().validate(self).hasValue()",message="must be a valid Secret name"
-	Name string `json:"name"`
-
-	// Key in the Secret's data.
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[-._a-zA-Z0-9]+$')",message="must be a valid Secret key"
-	Key string `json:"key"`
 }
