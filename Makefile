@@ -18,7 +18,7 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: build
-build: ## Build both binaries into _output/bin.
+build: ## Build the driver, the controller and the kubectl plugin (kubectl-certmint) into _output/bin.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUTPUT)/bin/ ./cmd/...
 
 .PHONY: generate
@@ -41,7 +41,7 @@ bench: deps kube-binaries vault ## Measure certmint on a real control plane and 
 
 .PHONY: test-unit
 test-unit: ## Run only the tests that need no cluster.
-	$(GO) test -short ./pkg/... ./cmd/...
+	$(GO) test -short ./pkg/... ./cmd/... ./internal/kubectlcertmint/...
 
 ##@ Local cluster
 

@@ -6,8 +6,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,6 +57,16 @@ func run() error {
 	fs.IntVar(&opts.Workers, "csr-workers", 16, "Requests handled at once.")
 	fs.StringVar(&opts.ACMEHTTP01Addr, "acme-http01-address", controller.DefaultACMEHTTP01Addr, "Address serving ACME HTTP-01 challenges on every replica, behind the solver Service; 0 disables it.")
 	fs.StringVar(&opts.ACMEHTTP01Service, "acme-http01-service", controller.DefaultACMEHTTP01Service, "The solver Service in --cluster-resource-namespace, which the Ingresses routing ACME HTTP-01 challenges send them to.")
+	fs.Func("acme-http01-trusted-proxies", "Comma-separated CIDRs of the proxies in front of the ACME solver Service (the Ingress controllers' pods) whose X-Forwarded-For names the client.", func(v string) error {
+		for _, cidr := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
+			if err != nil {
+				return err
+			}
+			opts.ACMEHTTP01TrustedProxies = append(opts.ACMEHTTP01TrustedProxies, p)
+		}
+		return nil
+	})
 	fs.BoolVar(&opts.RequireSecretsPolicy, "require-secrets-policy", true, "Refuse to run unless a ValidatingAdmissionPolicy keeps the controller from creating ServiceAccount token Secrets (the manifests install one).")
 	zapOpts.BindFlags(fs)
 	flag.Parse()

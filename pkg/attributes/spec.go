@@ -33,8 +33,11 @@ const (
 // expanded and defaults applied: which certificate, and how the volume lays
 // it out.
 type Spec struct {
-	Pod         Pod
+	Pod Pod
+	// Certificate is what to ask for, but for the pod's addresses, which
+	// PodIPs says to add once they are known: see CertificateFor.
 	Certificate certspec.Spec
+	PodIPs      PodIPs
 	Volume      Layout
 }
 
@@ -191,14 +194,20 @@ func (p *parser) parse() *Spec {
 	p.parsePod(spec)
 	p.parseIssuer(c)
 	p.parseSubject(c)
-	p.parseSANs(c)
+	spec.PodIPs = p.parseSANs(c)
 	p.parseKey(c, v)
 	p.parseLifetime(c)
 	p.parseUsages(c)
 	p.parseFiles(v)
 	if c.CommonName() == "" && len(c.DNSNames) == 0 && len(c.IPAddresses) == 0 &&
 		len(c.URIs) == 0 && len(p.errs) == 0 {
-		p.fail(CommonName, "the certificate names no identity: set common-name, literal-subject, dns-names, ip-sans, uri-sans or spiffe-id")
+		if spec.PodIPs != NoPodIPs {
+			// The first certificate is issued before the pod has an
+			// address, and a certificate must name something.
+			p.fail(IPSANs, "the pod has no address yet when its volume is published, so the certificate needs another identity as well: set common-name, literal-subject, dns-names, uri-sans or spiffe-id")
+		} else {
+			p.fail(CommonName, "the certificate names no identity: set common-name, literal-subject, dns-names, ip-sans, uri-sans or spiffe-id")
+		}
 	}
 	// Sorted so the error message is stable from one attempt to the next.
 	slices.SortStableFunc(p.errs, func(a, b *FieldError) int { return strings.Compare(a.Key, b.Key) })
@@ -358,7 +367,10 @@ func nonEmpty(s string) []string {
 	return []string{s}
 }
 
-func (p *parser) parseSANs(spec *certspec.Spec) {
+// parseSANs parses the SAN attributes into spec and returns which of the
+// pod's addresses ip-sans asks for besides.
+func (p *parser) parseSANs(spec *certspec.Spec) PodIPs {
+	podIPs := p.parseIPSANs(spec)
 	for _, name := range p.list(DNSNames, true) {
 		check := validation.IsDNS1123Subdomain
 		if strings.HasPrefix(name, "*.") {
@@ -369,14 +381,6 @@ func (p *parser) parseSANs(spec *certspec.Spec) {
 			continue
 		}
 		spec.DNSNames = append(spec.DNSNames, name)
-	}
-	for _, s := range p.list(IPSANs, false) {
-		ip := net.ParseIP(s)
-		if ip == nil {
-			p.fail(IPSANs, "%s is not an IP address", request.Quote(s))
-			continue
-		}
-		spec.IPAddresses = append(spec.IPAddresses, ip)
 	}
 	for _, s := range p.list(URISANs, true) {
 		u, err := url.Parse(s)
@@ -390,16 +394,49 @@ func (p *parser) parseSANs(spec *certspec.Spec) {
 		u, err := parseSPIFFEID(s)
 		if err != nil {
 			p.fail(SPIFFEID, "%s is not a SPIFFE ID: %v", request.Quote(s), err)
-			return
+			return podIPs
 		}
 		for _, existing := range spec.URIs {
 			if existing.String() == u.String() {
 				p.fail(SPIFFEID, "%s is also listed in %s; name it once", request.Quote(s), URISANs)
-				return
+				return podIPs
 			}
 		}
 		spec.URIs = append(spec.URIs, u)
 	}
+	return podIPs
+}
+
+// parseIPSANs parses ip-sans: literal addresses into spec, and which of
+// the pod's addresses its templates ask for. A template is a whole element:
+// it stands for addresses, not for text inside one.
+func (p *parser) parseIPSANs(spec *certspec.Spec) PodIPs {
+	podIPs := NoPodIPs
+	for _, s := range p.list(IPSANs, false) {
+		var want PodIPs
+		switch s {
+		case "${" + VarPodIP + "}":
+			want = PrimaryPodIP
+		case "${" + VarPodIPs + "}":
+			want = AllPodIPs
+		}
+		switch {
+		case want != NoPodIPs && podIPs != NoPodIPs:
+			p.fail(IPSANs, "names the pod's addresses twice: use ${%s} for the primary address or ${%s} for all of them, once", VarPodIP, VarPodIPs)
+		case want != NoPodIPs:
+			podIPs = want
+		case strings.Contains(s, "${"):
+			p.fail(IPSANs, "%s is neither an IP address nor a template of this attribute: ip-sans takes ${%s} or ${%s}, each as a whole element", request.Quote(s), VarPodIP, VarPodIPs)
+		default:
+			ip := net.ParseIP(s)
+			if ip == nil {
+				p.fail(IPSANs, "%s is not an IP address", request.Quote(s))
+				continue
+			}
+			spec.IPAddresses = append(spec.IPAddresses, ip)
+		}
+	}
+	return podIPs
 }
 
 // parseSPIFFEID checks s against the SPIFFE ID rules: spiffe scheme, a trust

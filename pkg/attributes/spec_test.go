@@ -101,6 +101,22 @@ func TestParseAcceptsValidAttributes(t *testing.T) {
 				t.Errorf("URIs = %v", s.Certificate.URIs)
 			}
 		}},
+		{"${POD_IP} in ip-sans asks for the pod's primary address, known only later", with(IPSANs, "${POD_IP}"), func(t *testing.T, s *Spec) {
+			eq(t, s.PodIPs, PrimaryPodIP)
+			eq(t, len(s.Certificate.IPAddresses), 0)
+			eq(t, len(s.CertificateFor(nil).IPAddresses), 0)
+			eq(t, s.CertificateFor(podAddresses).IPAddresses, podAddresses[:1])
+		}},
+		{"${POD_IPS} in ip-sans asks for every address of the pod", with(IPSANs, " ${POD_IPS} "), func(t *testing.T, s *Spec) {
+			eq(t, s.PodIPs, AllPodIPs)
+			eq(t, s.CertificateFor(podAddresses).IPAddresses, podAddresses)
+		}},
+		{"a literal address stays beside the pod's, and one that is the pod's is named once", with(IPSANs, "10.244.1.5,${POD_IPS},10.0.0.1"), func(t *testing.T, s *Spec) {
+			literal := []net.IP{net.ParseIP("10.244.1.5"), net.ParseIP("10.0.0.1")}
+			eq(t, s.Certificate.IPAddresses, literal)
+			eq(t, s.CertificateFor(podAddresses).IPAddresses, append(literal, podAddresses[1]))
+			eq(t, s.Certificate.IPAddresses, literal)
+		}},
 		{"a SPIFFE ID alone is an identity", with(CommonName, unset, SPIFFEID, "spiffe://td/x"), func(t *testing.T, s *Spec) {
 			eq(t, len(s.Certificate.URIs), 1)
 		}},
@@ -154,6 +170,9 @@ func TestParseAcceptsValidAttributes(t *testing.T) {
 	}
 }
 
+// podAddresses are a dual-stack pod's status.podIPs.
+var podAddresses = []net.IP{net.ParseIP("10.244.1.5"), net.ParseIP("fd00:10:244:1::5")}
+
 func checkLiteralSubject(t *testing.T, s *Spec) {
 	eq(t, s.Certificate.LiteralSubject, `CN=web-0,O=Example\, Inc.,C=DE`)
 	eq(t, s.Certificate.CommonName(), "web-0")
@@ -197,7 +216,9 @@ func TestParseRejectsInvalidAttributesNamingTheField(t *testing.T) {
 		{"issuer-name must not be empty", with(IssuerName, " "), IssuerName, "must not be empty"},
 		{"issuer-kind must be Issuer or ClusterIssuer", with(IssuerKind, "clusterissuer"), IssuerKind, `"ClusterIssuer"`},
 		{"common-name longer than 64 characters", with(CommonName, strings.Repeat("a", 65)), CommonName, "at most 64"},
-		{"common-name with an unknown variable", with(CommonName, "${POD_IP}"), CommonName, "unknown variable ${POD_IP}"},
+		{"common-name with an unknown variable", with(CommonName, "${NODE_NAME}"), CommonName, "unknown variable ${NODE_NAME}"},
+		{"common-name with a pod address", with(CommonName, "${POD_IP}"), CommonName, "${POD_IP} may be used only in " + IPSANs},
+		{"dns-names with the pod's addresses", with(DNSNames, "${POD_IPS}.example.com"), DNSNames, "${POD_IPS} may be used only in " + IPSANs},
 		{"common-name with an unterminated variable", with(CommonName, "${POD_NAME"), CommonName, "unterminated"},
 		{"no identity at all", without(CommonName), CommonName, "names no identity"},
 		{"literal-subject with common-name", with(LiteralSubject, "CN=x"), LiteralSubject, "cannot be combined with " + CommonName},
@@ -228,6 +249,10 @@ func TestParseRejectsInvalidAttributesNamingTheField(t *testing.T) {
 		{"dns-names wildcard must be a whole label", with(DNSNames, "*a.example.com"), DNSNames, "not a valid DNS name"},
 		{"dns-names with an unknown variable", with(DNSNames, "${POD}.svc"), DNSNames, "unknown variable"},
 		{"ip-sans must be IP addresses", with(IPSANs, "10.0.0.256"), IPSANs, "not an IP address"},
+		{"ip-sans with a pod address template inside an element", with(IPSANs, "10.${POD_IP}"), IPSANs, "ip-sans takes ${POD_IP} or ${POD_IPS}, each as a whole element"},
+		{"ip-sans with another template", with(IPSANs, "${POD_NAME}"), IPSANs, "neither an IP address nor a template"},
+		{"ip-sans naming the pod's addresses twice", with(IPSANs, "${POD_IP},${POD_IPS}"), IPSANs, "twice"},
+		{"ip-sans with the pod's addresses as the only identity", with(CommonName, unset, IPSANs, "${POD_IP}"), IPSANs, "no address yet"},
 		{"uri-sans must be absolute", with(URISANs, "/path"), URISANs, "absolute URI"},
 		{"spiffe-id must use the spiffe scheme", with(SPIFFEID, "https://td/x"), SPIFFEID, "scheme must be spiffe"},
 		{"spiffe-id must have a trust domain", with(SPIFFEID, "spiffe:///x"), SPIFFEID, "trust domain"},

@@ -16,6 +16,14 @@ const (
 	VarServiceAccountName = "SERVICE_ACCOUNT_NAME"
 )
 
+// Template variables of the ip-sans attribute alone: the pod's addresses.
+// The kubelet does not pass them, and the pod has none when its volume is
+// first published, so they are not expanded at parse time; see PodIPs.
+const (
+	VarPodIP  = "POD_IP"
+	VarPodIPs = "POD_IPS"
+)
+
 // Pod is the pod a volume belongs to, as the kubelet describes it.
 type Pod struct {
 	Name               string
@@ -53,6 +61,9 @@ func Expand(s string, pod Pod) (string, error) {
 		}
 		name := s[start+2 : start+end]
 		value, ok := vars[name]
+		if name == VarPodIP || name == VarPodIPs {
+			return "", fmt.Errorf("${%s} may be used only in %s, as a whole element", name, IPSANs)
+		}
 		if !ok {
 			if len(name) > 64 {
 				name = name[:64] + "…"

@@ -18,6 +18,8 @@ func TestExpand(t *testing.T) {
 		{"an empty variable name is an error", "${}", "", "unknown variable ${}"},
 		{"a lower-case name is unknown", "${pod_name}", "", "unknown variable"},
 		{"an unterminated variable is an error", "x-${POD_NAME", "", "unterminated variable"},
+		{"the pod's address is not text to expand", "${POD_IP}", "", "${POD_IP} may be used only in csi.certmint.io/ip-sans"},
+		{"nor are its addresses", "a-${POD_IPS}", "", "${POD_IPS} may be used only in"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -120,6 +121,13 @@ type Options struct {
 	// ClusterResourceNamespace or "namespace/name"; defaults to
 	// certmint-acme-http01.
 	ACMEHTTP01Service string
+
+	// ACMEHTTP01TrustedProxies are the addresses (CIDRs) of the proxies in
+	// front of the solver Service, usually the Ingress controllers' pods,
+	// whose X-Forwarded-For names the client: the challenge server limits
+	// the API reads a client may cause per client, and without them every
+	// request through a proxy counts as the proxy's.
+	ACMEHTTP01TrustedProxies []netip.Prefix
 
 	// RequireSecretsPolicy refuses to run while the API server would let
 	// the controller create a ServiceAccount token Secret; see
@@ -352,6 +360,11 @@ func newRegistry(mgr manager.Manager, opts Options, secrets *issuer.Secrets) (*i
 	if err != nil {
 		return nil, nil, err
 	}
+	// Collects idle orders and withdraws challenges left behind, on the
+	// leader.
+	if err := mgr.Add(acmeBackend); err != nil {
+		return nil, nil, err
+	}
 	registry, err := issuer.NewRegistry(selfSignedBackend.Kind(), caBackend.Kind(), acmeBackend.Kind(), vaultBackend.Kind())
 	return registry, challenges, err
 }
@@ -417,11 +430,12 @@ func addACMESolver(mgr manager.Manager, opts Options, challenges *acmesolver.Cha
 	log := opts.Logger.WithName("acme-http01")
 	if opts.ACMEHTTP01Addr != "0" {
 		srv, err := acmesolver.NewServer(acmesolver.ServerOptions{
-			Addr:      opts.ACMEHTTP01Addr,
-			Cache:     mgr.GetCache(),
-			APIReader: mgr.GetAPIReader(),
-			Namespace: opts.ClusterResourceNamespace,
-			Logger:    log,
+			Addr:           opts.ACMEHTTP01Addr,
+			Cache:          mgr.GetCache(),
+			APIReader:      mgr.GetAPIReader(),
+			Namespace:      opts.ClusterResourceNamespace,
+			TrustedProxies: opts.ACMEHTTP01TrustedProxies,
+			Logger:         log,
 		})
 		if err != nil {
 			return err
@@ -458,8 +472,12 @@ func slimPod(obj any) (any, error) {
 			NodeName:           pod.Spec.NodeName,
 			ServiceAccountName: pod.Spec.ServiceAccountName,
 			Volumes:            podCertificateVolumes(pod.Spec.Volumes),
+			// A host-network pod's addresses are its node's.
+			HostNetwork: pod.Spec.HostNetwork,
 		},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+		// The addresses a pod may have certified (policy.podIPs) are those
+		// its status has now.
+		Status: corev1.PodStatus{Phase: pod.Status.Phase, PodIPs: pod.Status.PodIPs},
 	}
 	// Mirror pods get no identity; their annotation is how policy knows
 	// them. No other annotation is kept.

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
+	"net"
+	"slices"
 	"testing"
 
 	"github.com/certmint/certmint/pkg/attributes"
@@ -22,7 +24,8 @@ func TestBuildCSRCarriesTheSpecAndNamesThePod(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := keystore.Generate(keystore.ECDSA, 256)
-	obj, err := buildCSR("csi-1", spec, key)
+	cert := spec.CertificateFor(nil)
+	obj, err := buildCSR("csi-1", spec, &cert, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,5 +61,46 @@ func TestBuildCSRCarriesTheSpecAndNamesThePod(t *testing.T) {
 	}
 	if !isCA {
 		t.Error("request for a CA certificate has no basicConstraints extension")
+	}
+	if _, ok := obj.Annotations[request.AnnotationPodIPs]; ok {
+		t.Error("a volume that asks for no pod address says it does")
+	}
+}
+
+func TestBuildCSRNamesThePodsAddressesAndSaysItAsksForThem(t *testing.T) {
+	spec, err := attributes.Parse(map[string]string{
+		attributes.PodNameKey: "web-0", attributes.PodNamespaceKey: "shop", attributes.PodUIDKey: "uid-1",
+		attributes.ServiceAccountNameKey: "web", attributes.IssuerName: "ca",
+		attributes.DNSNames: "web.shop.svc", attributes.IPSANs: "${POD_IPS}",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := keystore.Generate(keystore.ECDSA, 256)
+	for _, c := range []struct {
+		name string
+		ips  []net.IP
+	}{
+		{"before the pod has an address", nil},
+		{"once it has two", []net.IP{net.ParseIP("10.244.1.5"), net.ParseIP("fd00::5")}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cert := spec.CertificateFor(c.ips)
+			obj, err := buildCSR("csi-1", spec, &cert, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := obj.Annotations[request.AnnotationPodIPs]; got != request.PodIPsAll {
+				t.Errorf("annotation %s = %q, want %q", request.AnnotationPodIPs, got, request.PodIPsAll)
+			}
+			block, _ := pem.Decode(obj.Spec.Request)
+			req, err := x509.ParseCertificateRequest(block.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(req.IPAddresses, c.ips, net.IP.Equal) {
+				t.Errorf("request names %v, want %v", req.IPAddresses, c.ips)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	"github.com/certmint/certmint/pkg/keystore"
 	"github.com/certmint/certmint/pkg/logkeys"
 	"github.com/certmint/certmint/pkg/pki"
+	"github.com/certmint/certmint/pkg/podips"
 	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
 	"github.com/certmint/certmint/pkg/storage"
@@ -83,6 +85,21 @@ var (
 	_ ReissueSource = (*trust.IssuerTrust)(nil)
 )
 
+// PodIPSource gives the addresses of the node's pods whose volumes ask for
+// them (${POD_IP}, ${POD_IPS}), which the kubelet does not pass.
+type PodIPSource interface {
+	// Want has the addresses of pod podUID kept for volumeID, until
+	// Release(volumeID).
+	Want(volumeID, podUID string)
+	Release(volumeID string)
+	// IPs returns the addresses of a wanted pod, the primary first; none
+	// while it has none. It may wait, until ctx ends, for them to be
+	// loaded.
+	IPs(ctx context.Context, podUID string) ([]net.IP, error)
+}
+
+var _ PodIPSource = (*podips.Watcher)(nil)
+
 // Renewals keeps published volumes' certificates renewed.
 type Renewals interface {
 	// Schedule (re)schedules the volume's renewal for its new certificate.
@@ -92,6 +109,9 @@ type Renewals interface {
 	// Expedite has the volume renewed early: its issuer asked for its
 	// certificate back.
 	Expedite(volumeID string)
+	// RenewNow has the volume renewed as soon as the node's rate limit
+	// allows: its pod's addresses changed.
+	RenewNow(volumeID string)
 }
 
 var _ Renewals = (*renewal.Scheduler)(nil)
@@ -109,6 +129,10 @@ type Options struct {
 	// Reissue tells which certificates their issuers want replaced early;
 	// nil means none are.
 	Reissue ReissueSource
+	// PodIPs gives the addresses of pods whose volumes ask for them; nil
+	// means they are never known, and such volumes get certificates
+	// without them.
+	PodIPs PodIPSource
 	// Events records events on the volumes' pods, for their users; nil
 	// records none.
 	Events record.EventRecorder
@@ -132,14 +156,15 @@ type Manager struct {
 	requester  csr.Requester
 	trust      TrustSource
 	reissue    ReissueSource
+	podIPs     PodIPSource
 	events     record.EventRecorder
 	gcInterval time.Duration
 	clock      clock.WithTicker
 	log        logr.Logger
 	metrics    *Metrics
 	renewals   Renewals
-	// refresh holds volumes whose issuer changed, to bring their CA file
-	// and renewal in line with it.
+	// refresh holds volumes whose issuer or pod changed, to bring their CA
+	// file and renewal in line with them.
 	refresh workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
@@ -177,7 +202,7 @@ func New(opts Options) (*Manager, error) {
 		opts.GCInterval = DefaultGCInterval
 	}
 	return &Manager{
-		store: opts.Storage, requester: opts.Requester, trust: opts.Trust, reissue: opts.Reissue, events: opts.Events,
+		store: opts.Storage, requester: opts.Requester, trust: opts.Trust, reissue: opts.Reissue, podIPs: opts.PodIPs, events: opts.Events,
 		gcInterval: opts.GCInterval, clock: opts.Clock, log: opts.Logger, metrics: opts.Metrics, renewals: opts.Renewals,
 		refresh: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
@@ -222,6 +247,14 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 	if err != nil {
 		return err
 	}
+	// Deferred before the unlock below, so that it runs after it: the pod
+	// rarely has an address yet, and the refresh re-issues the certificate
+	// once it has one, however the news and the publish crossed.
+	defer func() {
+		if err == nil && spec.PodIPs != attributes.NoPodIPs {
+			m.refresh.Add(req.VolumeID)
+		}
+	}()
 	unlock, err := m.lock(req.VolumeID)
 	if err != nil {
 		return err
@@ -239,7 +272,7 @@ func (m *Manager) Publish(ctx context.Context, req PublishRequest) (err error) {
 
 	// Indexed before the trust bundle is read, so that a change of the
 	// bundle while the request waits reaches this volume too.
-	m.track(req.VolumeID, spec.Certificate.Issuer)
+	m.track(req.VolumeID, spec)
 	if err := m.store.PrepareVolume(req.VolumeID); err != nil {
 		m.untrack(req.VolumeID)
 		return err
@@ -416,11 +449,15 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 	if _, err := m.trust.CABundle(ctx, spec.Certificate.Issuer); err != nil {
 		return nil, err
 	}
+	cert, err := m.certificate(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
 	key, err := m.privateKey(volumeID, spec)
 	if err != nil {
 		return nil, err
 	}
-	csrObj, err := buildCSR(volumeID, spec, key)
+	csrObj, err := buildCSR(volumeID, spec, &cert, key)
 	if err != nil {
 		return nil, err
 	}
@@ -442,7 +479,7 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 	if err != nil {
 		return nil, fmt.Errorf("the chain %s issued: %w", spec.Certificate.Issuer, err)
 	}
-	if err := spec.Certificate.Verify(key.Public(), chain, m.clock.Now()); err != nil {
+	if err := cert.Verify(key.Public(), chain, m.clock.Now()); err != nil {
 		return nil, fmt.Errorf("the certificate issued by %s does not match the request: %w", spec.Certificate.Issuer, err)
 	}
 	// Read again: the bundle may have changed while the request waited, and
@@ -465,6 +502,19 @@ func (m *Manager) issue(ctx context.Context, log logr.Logger, volumeID string, s
 	return &issued{leaf: chain[0], requestCreated: out.Created}, nil
 }
 
+// certificate is what to ask for for the volume now: what its attributes
+// say, with its pod's current addresses if it asks for them.
+func (m *Manager) certificate(ctx context.Context, spec *attributes.Spec) (certspec.Spec, error) {
+	if spec.PodIPs == attributes.NoPodIPs || m.podIPs == nil {
+		return spec.CertificateFor(nil), nil
+	}
+	ips, err := m.podIPs.IPs(ctx, spec.Pod.UID)
+	if err != nil {
+		return certspec.Spec{}, fmt.Errorf("learning the addresses of pod %s/%s: %w", spec.Pod.Namespace, spec.Pod.Name, err)
+	}
+	return spec.CertificateFor(ips), nil
+}
+
 // privateKey returns the volume's key: the one it has if reuse-private-key
 // is set and that key still fits the attributes, else a new one.
 func (m *Manager) privateKey(volumeID string, spec *attributes.Spec) (crypto.Signer, error) {
@@ -484,29 +534,34 @@ func (m *Manager) privateKey(volumeID string, spec *attributes.Spec) (crypto.Sig
 	return key, nil
 }
 
-// buildCSR makes the CertificateSigningRequest object for spec, signed with
-// key. Labels and annotations name the pod and volume for the controller,
-// which checks them against what the API server stamps on the request.
-func buildCSR(volumeID string, spec *attributes.Spec, key crypto.Signer) (*certificatesv1.CertificateSigningRequest, error) {
-	der, err := spec.Certificate.CertificateRequest(key)
+// buildCSR makes the CertificateSigningRequest object for cert, the
+// volume's certificate as spec asks for it now, signed with key. Labels and
+// annotations name the pod and volume for the controller, which checks them
+// against what the API server stamps on the request.
+func buildCSR(volumeID string, spec *attributes.Spec, cert *certspec.Spec, key crypto.Signer) (*certificatesv1.CertificateSigningRequest, error) {
+	der, err := cert.CertificateRequest(key)
 	if err != nil {
 		return nil, err
 	}
-	seconds := int32(spec.Certificate.Duration / time.Second)
+	seconds := int32(cert.Duration / time.Second)
+	annotations := map[string]string{
+		request.AnnotationPodName:      spec.Pod.Name,
+		request.AnnotationPodNamespace: spec.Pod.Namespace,
+		request.AnnotationVolumeID:     volumeID,
+	}
+	if a := spec.PodIPs.Annotation(); a != "" {
+		annotations[request.AnnotationPodIPs] = a
+	}
 	return &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{
-			Labels: map[string]string{request.LabelPodUID: spec.Pod.UID},
-			Annotations: map[string]string{
-				request.AnnotationPodName:      spec.Pod.Name,
-				request.AnnotationPodNamespace: spec.Pod.Namespace,
-				request.AnnotationVolumeID:     volumeID,
-			},
+			Labels:      map[string]string{request.LabelPodUID: spec.Pod.UID},
+			Annotations: annotations,
 		},
 		Spec: certificatesv1.CertificateSigningRequestSpec{
 			Request:           pki.EncodeCertificateRequest(der),
-			SignerName:        spec.Certificate.Issuer.SignerName(),
+			SignerName:        cert.Issuer.SignerName(),
 			ExpirationSeconds: &seconds,
-			Usages:            spec.Certificate.Usages,
+			Usages:            cert.Usages,
 		},
 	}, nil
 }

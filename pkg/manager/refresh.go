@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -21,25 +22,48 @@ import (
 	"github.com/certmint/certmint/pkg/storage"
 )
 
-// track indexes volumeID under its issuer.
-func (m *Manager) track(volumeID string, issuer request.IssuerRef) {
+// track indexes volumeID under its issuer, and has its pod's addresses
+// kept if it asks for them.
+func (m *Manager) track(volumeID string, spec *attributes.Spec) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	issuer := spec.Certificate.Issuer
 	if m.byIssuer[issuer] == nil {
 		m.byIssuer[issuer] = map[string]bool{}
 	}
 	m.byIssuer[issuer][volumeID] = true
+	m.mu.Unlock()
+	if spec.PodIPs != attributes.NoPodIPs && m.podIPs != nil {
+		m.podIPs.Want(volumeID, spec.Pod.UID)
+	}
 }
 
-// untrack removes volumeID from the index and from Volumes.
+// untrack removes volumeID from the index and from Volumes, and lets go of
+// its pod's addresses.
 func (m *Manager) untrack(volumeID string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	delete(m.volumes, volumeID)
 	for issuer, volumes := range m.byIssuer {
 		delete(volumes, volumeID)
 		if len(volumes) == 0 {
 			delete(m.byIssuer, issuer)
+		}
+	}
+	m.mu.Unlock()
+	if m.podIPs != nil {
+		m.podIPs.Release(volumeID)
+	}
+}
+
+// PodChanged brings every volume of the pod whose UID is podUID in line
+// with the pod's addresses, soon and in the background: a volume that asks
+// for them and whose certificate does not name them is renewed at once. It
+// does not block; call it from the watch on the node's pods.
+func (m *Manager) PodChanged(podUID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, v := range m.volumes {
+		if v.Pod.UID == podUID {
+			m.refresh.Add(id)
 		}
 	}
 }
@@ -110,12 +134,12 @@ func (m *Manager) refreshNext(ctx context.Context) bool {
 		// failure later.
 		m.refresh.AddAfter(id, busyRetryDelay)
 	case err != nil && m.refresh.NumRequeues(id) < maxRefreshRetries:
-		m.log.Error(err, "Bringing a volume in line with its issuer; retrying", logkeys.VolumeID, id)
+		m.log.Error(err, "Bringing a volume in line with its issuer and pod; retrying", logkeys.VolumeID, id)
 		m.refresh.AddRateLimited(id)
 	case err != nil:
 		// Something a retry does not mend, such as a volume whose files
 		// are gone; the issuer's next change tries again.
-		m.log.Error(err, "Bringing a volume in line with its issuer; giving up", logkeys.VolumeID, id)
+		m.log.Error(err, "Bringing a volume in line with its issuer and pod; giving up", logkeys.VolumeID, id)
 		m.refresh.Forget(id)
 	default:
 		m.refresh.Forget(id)
@@ -124,8 +148,9 @@ func (m *Manager) refreshNext(ctx context.Context) bool {
 }
 
 // refreshVolume writes the issuer's current trust bundle into the volume's
-// CA file if it differs, and has the volume renewed early if the issuer
-// wants its certificate back or no longer trusts it.
+// CA file if it differs, has the volume renewed early if the issuer wants
+// its certificate back or no longer trusts it, and at once if its pod has
+// addresses the certificate should name and does not.
 func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 	unlock, err := m.lock(volumeID)
 	if err != nil {
@@ -165,7 +190,40 @@ func (m *Manager) refreshVolume(ctx context.Context, volumeID string) error {
 	if expedite && m.renewals != nil {
 		m.renewals.Expedite(volumeID)
 	}
+	if spec.PodIPs != attributes.NoPodIPs && m.renewals != nil {
+		stale, err := m.podIPsChanged(ctx, volumeID, spec)
+		if err != nil {
+			return err
+		}
+		if stale {
+			log.Info("The pod's addresses are not those its certificate names: re-issuing it")
+			m.renewals.RenewNow(volumeID)
+		}
+	}
 	return nil
+}
+
+// podIPsChanged reports whether the volume's certificate should name other
+// addresses of its pod than it does: the pod has addresses, and they are
+// not the ones named. A pod that has none (yet, or any more) leaves the
+// certificate as it is: the first is issued before the pod has an address,
+// and a pod that loses its addresses is going away.
+func (m *Manager) podIPsChanged(ctx context.Context, volumeID string, spec *attributes.Spec) (bool, error) {
+	if m.podIPs == nil {
+		return false, nil
+	}
+	ips, err := m.podIPs.IPs(ctx, spec.Pod.UID)
+	if err != nil || len(ips) == 0 {
+		return false, err
+	}
+	leaf := m.currentLeaf(volumeID, spec)
+	if leaf == nil {
+		return false, errors.New("the volume's certificate cannot be read to compare its addresses with the pod's")
+	}
+	want := spec.CertificateFor(ips).IPAddresses
+	return len(leaf.IPAddresses) != len(want) || slices.ContainsFunc(want, func(ip net.IP) bool {
+		return !slices.ContainsFunc(leaf.IPAddresses, ip.Equal)
+	}), nil
 }
 
 // rewriteCA replaces the volume's file set with one whose CA file (and

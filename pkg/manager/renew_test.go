@@ -20,6 +20,7 @@ type recordedRenewals struct {
 	scheduled map[string]renewal.Certificate
 	forgotten []string
 	expedited []string
+	renewNow  []string
 }
 
 func (r *recordedRenewals) Schedule(volumeID string, c renewal.Certificate) {
@@ -35,6 +36,12 @@ func (r *recordedRenewals) Expedite(volumeID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.expedited = append(r.expedited, volumeID)
+}
+
+func (r *recordedRenewals) RenewNow(volumeID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.renewNow = append(r.renewNow, volumeID)
 }
 
 func (r *recordedRenewals) Forget(volumeID string) {

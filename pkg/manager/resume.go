@@ -109,7 +109,7 @@ func (m *Manager) resume(ctx context.Context, volumeID string) {
 		}
 		log.Info("Mounted again a volume whose mount was lost")
 	}
-	m.track(volumeID, spec.Certificate.Issuer)
+	m.track(volumeID, spec)
 	m.record(st, spec, m.currentLeaf(volumeID, spec))
 	if m.renewals != nil {
 		m.renewals.Schedule(volumeID, m.renewalOf(st, spec))

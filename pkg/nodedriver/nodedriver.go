@@ -1,7 +1,8 @@
 // Package nodedriver wires the certmint node driver together: API clients,
-// CSR watch, issuer trust bundle cache, storage, issuance manager,
-// certificate renewal, CSI server, kubelet registration, health, metrics
-// and volume status endpoints. It is the one place that knows them all.
+// CSR watch, issuer trust bundle cache, pod addresses, storage, issuance
+// manager, certificate renewal, CSI server, kubelet registration, health,
+// metrics and volume status endpoints. It is the one place that knows them
+// all.
 package nodedriver
 
 import (
@@ -32,6 +33,7 @@ import (
 	"github.com/certmint/certmint/pkg/csr"
 	"github.com/certmint/certmint/pkg/logkeys"
 	"github.com/certmint/certmint/pkg/manager"
+	"github.com/certmint/certmint/pkg/podips"
 	"github.com/certmint/certmint/pkg/registration"
 	"github.com/certmint/certmint/pkg/renewal"
 	"github.com/certmint/certmint/pkg/request"
@@ -156,6 +158,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	pods, err := podips.NewAPI(typedCfg, httpClient)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -183,7 +189,13 @@ func Run(ctx context.Context, opts Options) error {
 	defer broadcaster.Shutdown()
 	broadcaster.StartRecordingToSink(events)
 	recorder := broadcaster.NewRecorder(eventScheme, corev1.EventSource{Component: "certmint-csi-driver", Host: opts.NodeName})
-	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust, Reissue: trust, Events: recorder,
+	// The kubelet does not pass a pod's addresses; this watches the node's
+	// pods for them, only while a volume asks for them.
+	podIPs, err := podips.New(podips.Options{Client: pods, NodeName: opts.NodeName, Logger: log.WithName("podips")})
+	if err != nil {
+		return err
+	}
+	mgr, err := manager.New(manager.Options{Storage: store, Requester: requester, Trust: trust, Reissue: trust, PodIPs: podIPs, Events: recorder,
 		GCInterval: opts.GCInterval, Logger: log.WithName("manager"), Metrics: manager.NewMetrics(reg), Renewals: renewals})
 	if err != nil {
 		return err
@@ -191,6 +203,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := trust.OnChange(mgr.IssuerChanged); err != nil {
 		return err
 	}
+	podIPs.OnChange(mgr.PodChanged)
 	volumes, err := volumestatus.New(volumestatus.Options{Volumes: mgr, Renewals: renewals, NodeName: opts.NodeName})
 	if err != nil {
 		return err
@@ -227,6 +240,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.Go(func() error { requester.Run(ctx); return nil })
 	g.Go(func() error { trust.Run(ctx); return nil })
+	g.Go(func() error { podIPs.Run(ctx); return nil })
 	g.Go(func() error {
 		// A renewal or a volume's refresh before the issuers are loaded
 		// would find no trust bundle, and resumed volumes may be due at

@@ -36,6 +36,9 @@ type Allowed struct {
 	// Request is what the certificate is to say; its Duration is the
 	// lifetime asked for, zero for the default.
 	Request *issuer.Request
+	// AsksForPodIPs: the requester will ask for the pod's addresses as IP
+	// SANs once the pod has them, whether or not Request names any yet.
+	AsksForPodIPs bool
 }
 
 // Allow applies the issuer's policy to what a request asks for, for whom
@@ -80,12 +83,10 @@ func Allow(in Allowed) Decision {
 		return deny(ReasonDurationTooLong, "the requested duration %s is longer than %s allows (%s); ask for %s or less", duration, in.Issuer, maxDuration, maxDuration).in(PartDuration)
 	}
 
-	if len(req.IPAddresses) > 0 {
-		ips := make([]string, len(req.IPAddresses))
-		for i, ip := range req.IPAddresses {
-			ips[i] = ip.String()
+	if len(req.IPAddresses) > 0 || in.AsksForPodIPs {
+		if d, ok := checkPodIPs(req.IPAddresses, pol.PodIPs, b, in.Issuer); !ok {
+			return d
 		}
-		return deny(ReasonIPAddressForbidden, "IP address SANs (%s) are not allowed: a pod's IP is not known when its certificate is issued, and no policy grants addresses; use DNS names", strings.Join(ips, ", ")).in(PartIPAddresses)
 	}
 	if len(req.EmailAddresses) > 0 {
 		return deny(ReasonEmailForbidden, "email address SANs (%s) are not allowed", request.QuoteAll(req.EmailAddresses)).in(PartEmailAddresses)
@@ -93,8 +94,8 @@ func Allow(in Allowed) Decision {
 	if d, ok := checkSubject(req.Subject); !ok {
 		return d
 	}
-	if req.Subject.CommonName == "" && len(req.DNSNames) == 0 && len(req.URIs) == 0 {
-		return deny(ReasonNoIdentity, "the request names no identity: set a common name, DNS names or URIs").in(PartIdentity)
+	if req.Subject.CommonName == "" && len(req.DNSNames) == 0 && len(req.URIs) == 0 && len(req.IPAddresses) == 0 {
+		return deny(ReasonNoIdentity, "the request names no identity: set a common name, DNS names, URIs or IP addresses").in(PartIdentity)
 	}
 
 	values := b.templateValues(in.ClusterDomain, in.TrustDomain)

@@ -20,6 +20,10 @@ type Binding struct {
 	// Pod is the live pod the certificate is for; nil for a request that
 	// is for no pod.
 	Pod *corev1.Pod
+	// NodePodCIDRs are the spec.podCIDRs of the pod's node, for a policy
+	// that certifies only pod addresses within them; nil when its source
+	// did not look them up, or the node has none.
+	NodePodCIDRs []string
 }
 
 func (b Binding) String() string {
@@ -66,6 +70,9 @@ type CSRSource struct {
 	// DriverPod is the pod the requester's token is bound to, nil if it does
 	// not exist.
 	DriverPod *corev1.Pod
+	// NodePodCIDRs are the spec.podCIDRs of Pod's node, looked up for a
+	// request whose issuer certifies only pod addresses within them.
+	NodePodCIDRs []string
 }
 
 // BindCSR is node binding for the CSI driver's requests: the request comes
@@ -81,7 +88,7 @@ func BindCSR(in CSRSource) (Binding, Decision, bool) {
 	if d, ok := checkPod(in); !ok {
 		return Binding{}, d, false
 	}
-	return Binding{Namespace: in.Pod.Namespace, Pod: in.Pod}, Decision{}, true
+	return Binding{Namespace: in.Pod.Namespace, Pod: in.Pod, NodePodCIDRs: in.NodePodCIDRs}, Decision{}, true
 }
 
 func extraValue(csr *certificatesv1.CertificateSigningRequest, key string) string {

@@ -186,7 +186,7 @@ func Decide(in Input) Decision {
 	}
 	return Allow(Allowed{
 		Issuer: in.Issuer, Policy: in.Policy, ClusterDomain: in.ClusterDomain, TrustDomain: in.TrustDomain,
-		Binding: b, Request: CSRRequest(in.CSR, in.Request),
+		Binding: b, Request: CSRRequest(in.CSR, in.Request), AsksForPodIPs: in.CSR.Annotations[request.AnnotationPodIPs] != "",
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
+	"github.com/certmint/certmint/pkg/issuer"
 	"github.com/certmint/certmint/pkg/request"
 )
 
@@ -137,6 +138,40 @@ func TestDecide(t *testing.T) {
 				tmpl.URIs = append(tmpl.URIs, parsed)
 			}
 			in.Request = csrFor(t, testKey(t, "p256"), tmpl)
+		}
+	}
+	// withIPs asks for the pod's Service name and the addresses ips; the
+	// pod has 10.244.1.5 and fd00:10:244:1::5, and the policy (when
+	// podIPs) certifies the pod network 10.244.0.0/16 and fd00:10:244::/48.
+	withIPs := func(podIPs bool, ips ...string) func(*testing.T, *Input) {
+		return func(t *testing.T, in *Input) {
+			tmpl := &x509.CertificateRequest{DNSNames: []string{"web-sa.default.svc"}}
+			for _, ip := range ips {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+			}
+			in.Request = csrFor(t, testKey(t, "p256"), tmpl)
+			in.Pod.Status.PodIPs = []corev1.PodIP{{IP: "10.244.1.5"}, {IP: "fd00:10:244:1::5"}}
+			in.Pod.Status.PodIP = "10.244.1.5"
+			if podIPs {
+				in.Policy = &v1alpha1.Policy{PodIPs: &v1alpha1.PodIPPolicy{CIDRs: []string{"10.244.0.0/16", "fd00:10:244::/48"}}}
+			}
+		}
+	}
+	// then runs the modifications in order.
+	then := func(mods ...func(*testing.T, *Input)) func(*testing.T, *Input) {
+		return func(t *testing.T, in *Input) {
+			for _, m := range mods {
+				m(t, in)
+			}
+		}
+	}
+	asksForPodIPs := func(_ *testing.T, in *Input) {
+		in.CSR.Annotations[request.AnnotationPodIPs] = request.PodIPsPrimary
+	}
+	withinNodePodCIDRs := func(cidrs ...string) func(*testing.T, *Input) {
+		return func(_ *testing.T, in *Input) {
+			in.Policy.PodIPs.WithinNodePodCIDRs = true
+			in.NodePodCIDRs = cidrs
 		}
 	}
 	withKey := func(kind string) func(*testing.T, *Input) {
@@ -281,6 +316,46 @@ func TestDecide(t *testing.T) {
 			modify: func(t *testing.T, in *Input) {
 				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}})
 			}},
+
+		// Pod addresses.
+		{name: "the pod's own address is allowed when the issuer certifies pod addresses", modify: withIPs(true, "10.244.1.5")},
+		{name: "both addresses of a dual-stack pod are allowed", modify: withIPs(true, "10.244.1.5", "fd00:10:244:1::5")},
+		{name: "the pod's own address alone is an identity",
+			modify: then(withIPs(true), func(t *testing.T, in *Input) {
+				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{IPAddresses: []net.IP{net.ParseIP("10.244.1.5")}})
+			})},
+		{name: "another pod's address is denied", wantReason: ReasonPodIPMismatch,
+			wantMessage: "10.244.1.9 is not an address of pod default/web-0, whose addresses are 10.244.1.5, fd00:10:244:1::5",
+			modify:      withIPs(true, "10.244.1.5", "10.244.1.9")},
+		{name: "a literal address that is no pod's is denied even when the issuer certifies pod addresses", wantReason: ReasonPodIPMismatch,
+			wantMessage: "8.8.8.8 is not an address of pod default/web-0", modify: withIPs(true, "8.8.8.8")},
+		{name: "the pod's own address is denied when the issuer does not certify pod addresses", wantReason: ReasonIPAddressForbidden,
+			wantMessage: "certifies no pod addresses (policy.podIPs)", modify: withIPs(false, "10.244.1.5")},
+		{name: "an address is denied while the pod has none", wantReason: ReasonPodIPMismatch, wantMessage: "which has none yet",
+			modify: then(withIPs(true, "10.244.1.5"), func(_ *testing.T, in *Input) { in.Pod.Status.PodIPs, in.Pod.Status.PodIP = nil, "" })},
+		{name: "an address a node wrote into its pod's status outside the pod network is denied", wantReason: ReasonIPAddressForbidden,
+			wantMessage: "8.8.8.8, an address of pod default/web-0, is outside the pod network Issuer default/ca certifies (policy.podIPs.cidrs: 10.244.0.0/16, fd00:10:244::/48)",
+			modify:      then(withIPs(true, "8.8.8.8"), func(_ *testing.T, in *Input) { in.Pod.Status.PodIPs = []corev1.PodIP{{IP: "8.8.8.8"}} })},
+		{name: "a policy whose only range is /0 certifies nothing", wantReason: ReasonIPAddressForbidden, wantMessage: "outside the pod network",
+			modify: then(withIPs(true, "10.244.1.5"), func(_ *testing.T, in *Input) { in.Policy.PodIPs.CIDRs = []string{"0.0.0.0/0"} })},
+		{name: "a host-network pod's address, which is its node's, is denied", wantReason: ReasonIPAddressForbidden, wantMessage: "uses its node's network",
+			modify: then(withIPs(true, "10.244.1.5"), func(_ *testing.T, in *Input) { in.Pod.Spec.HostNetwork = true })},
+		{name: "an address within the node's podCIDRs is allowed when the policy asks for it",
+			modify: then(withIPs(true, "10.244.1.5"), withinNodePodCIDRs("10.244.1.0/24"))},
+		{name: "another node's pod address is denied when the policy asks for the node's podCIDRs", wantReason: ReasonIPAddressForbidden,
+			wantMessage: "10.244.1.5, an address of pod default/web-0, is outside the podCIDRs of its node node-a (10.244.2.0/24)",
+			modify:      then(withIPs(true, "10.244.1.5"), withinNodePodCIDRs("10.244.2.0/24"))},
+		{name: "a pod on a node without podCIDRs gets no address when the policy asks for them", wantReason: ReasonIPAddressForbidden,
+			wantMessage: "node node-a of pod default/web-0 has no spec.podCIDRs", modify: then(withIPs(true, "10.244.1.5"), withinNodePodCIDRs())},
+		{name: "a first request that will ask for the pod's addresses is approved when the issuer certifies them",
+			modify: then(withIPs(true), asksForPodIPs)},
+		{name: "a first request that will ask for the pod's addresses is denied when the issuer never certifies them", wantReason: ReasonIPAddressForbidden,
+			wantMessage: "the volume asks for its pod's addresses as IP SANs", modify: then(withIPs(false), asksForPodIPs)},
+		{name: "a first request that will ask for a host-network pod's addresses is denied", wantReason: ReasonIPAddressForbidden, wantMessage: "uses its node's network",
+			modify: then(withIPs(true), asksForPodIPs, func(_ *testing.T, in *Input) { in.Pod.Spec.HostNetwork = true })},
+		{name: "a first request that will ask for the pod's addresses is denied on a node without podCIDRs when the policy asks for them", wantReason: ReasonIPAddressForbidden,
+			wantMessage: "has no spec.podCIDRs", modify: then(withIPs(true), asksForPodIPs, withinNodePodCIDRs())},
+
 		{name: "an email SAN is denied", wantReason: ReasonEmailForbidden,
 			modify: func(t *testing.T, in *Input) {
 				in.Request = csrFor(t, testKey(t, "p256"), &x509.CertificateRequest{EmailAddresses: []string{"a@example.com"}})
@@ -467,6 +542,21 @@ func TestDecide(t *testing.T) {
 				t.Errorf("denied with %s: %q; want %s containing %q", d.Reason, d.Message, tt.wantReason, tt.wantMessage)
 			}
 		})
+	}
+}
+
+func TestAllowCertifiesNoAddressForARequestOfNoPod(t *testing.T) {
+	// A Certificate is for its namespace, not a pod: it has no addresses
+	// of its own, whatever the policy certifies.
+	d := Allow(Allowed{
+		Issuer:  request.IssuerRef{Kind: request.KindIssuer, Namespace: "default", Name: "ca"},
+		Policy:  &v1alpha1.Policy{PodIPs: &v1alpha1.PodIPPolicy{CIDRs: []string{"10.244.0.0/16"}}},
+		Binding: Binding{Namespace: "default"},
+		Request: &issuer.Request{DNSNames: []string{"web.default.svc"}, IPAddresses: []net.IP{net.ParseIP("10.244.1.5")},
+			PublicKey: testKey(t, "p256").Public()},
+	})
+	if d.Allowed || d.Reason != ReasonIPAddressForbidden || !strings.Contains(d.Message, "namespace default, no pod") {
+		t.Errorf("decision %+v, want %s naming the namespace", d, ReasonIPAddressForbidden)
 	}
 }
 

@@ -109,8 +109,10 @@ type entry struct {
 	failures int
 	// cancel stops a renewal in progress.
 	cancel context.CancelFunc
-	// expedite: Expedite was called while the volume was renewing.
+	// expedite: Expedite was called while the volume was renewing; now:
+	// RenewNow was.
 	expedite bool
+	now      bool
 	// lastErr is why the last renewal failed, at lastFailure; nil once one
 	// succeeds.
 	lastErr     error
@@ -185,6 +187,29 @@ func (s *Scheduler) Expedite(volumeID string) {
 		heap.Fix(&s.queue, e.index)
 		s.poke()
 		s.opts.Logger.V(1).Info("Early re-issue scheduled", logkeys.VolumeID, volumeID, logkeys.RenewAt, e.at)
+	}
+}
+
+// RenewNow has volumeID renewed as soon as the node's rate limit allows:
+// what its certificate must say has changed (its pod's addresses appeared).
+// A renewal in progress is not cancelled, but the volume is renewed again
+// at once after it, as it may have read what was there before the change.
+func (s *Scheduler) RenewNow(volumeID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.volumes[volumeID]
+	if e == nil {
+		return
+	}
+	if e.index < 0 {
+		e.now = true
+		return
+	}
+	if now := s.opts.Clock.Now(); now.Before(e.at) {
+		e.at = now
+		heap.Fix(&s.queue, e.index)
+		s.poke()
+		s.opts.Logger.V(1).Info("Renewal brought forward to now", logkeys.VolumeID, volumeID)
 	}
 }
 
@@ -377,9 +402,12 @@ func (s *Scheduler) finish(e *entry, c Certificate, err error) {
 	}
 	e.cancel = nil
 	now := s.opts.Clock.Now()
-	// A failed renewal is retried with its backoff anyway.
+	// A failed renewal is retried with its backoff anyway, unless RenewNow
+	// asked while it ran: it may have failed only because the caller held
+	// the volume.
 	c.Reissue = c.Reissue || e.expedite
-	e.expedite = false
+	renewNow := e.now
+	e.expedite, e.now = false, false
 	switch {
 	case err == nil:
 		s.opts.Metrics.observe(resultRenewed)
@@ -399,6 +427,9 @@ func (s *Scheduler) finish(e *entry, c Certificate, err error) {
 		e.at = now.Add(backoff)
 		// The old files stay in place: the Renewer left them untouched.
 		log.Error(err, "Renewing the certificate failed; the current files stay", logkeys.Failures, e.failures, logkeys.RetryIn, backoff.String())
+	}
+	if renewNow {
+		e.at = now
 	}
 	heap.Push(&s.queue, e)
 	s.poke()

@@ -337,6 +337,51 @@ func TestExpediteDuringARenewalRenewsItsOutcomeAgain(t *testing.T) {
 	expectNoCall(t, r)
 }
 
+func TestRenewNowRenewsAtOnceWhateverTheSpread(t *testing.T) {
+	s, clk, r := start(t, Options{Rand: halfJitter, ReissueSpread: time.Hour})
+	s.Schedule("csi-1", thirtyMinutes)
+	s.Schedule("csi-2", Certificate{NotBefore: t0, NotAfter: t0.Add(3 * time.Hour)})
+	waitForTimer(t, clk)
+	s.RenewNow("csi-1")
+	expectCall(t, r, "csi-1", t0)
+	expectNoCall(t, r)
+	// csi-1's new certificate is renewed when it is due, as any other.
+	waitForTimer(t, clk)
+	clk.Step(19 * time.Minute)
+	expectCall(t, r, "csi-1", t0.Add(19*time.Minute))
+	expectNoCall(t, r)
+}
+
+func TestRenewNowGoesThroughTheRateLimit(t *testing.T) {
+	s, clk, r := start(t, Options{QPS: 1, Burst: 1})
+	for _, id := range []string{"csi-1", "csi-2"} {
+		s.Schedule(id, thirtyMinutes)
+	}
+	waitForTimer(t, clk)
+	s.RenewNow("csi-1")
+	s.RenewNow("csi-2")
+	expectCall(t, r, "csi-1", t0)
+	expectNoCall(t, r)
+	waitForTimer(t, clk)
+	clk.Step(time.Second)
+	expectCall(t, r, "csi-2", t0.Add(time.Second))
+}
+
+func TestRenewNowDuringAFailingRenewalRetriesAtOnceNotAfterTheBackoff(t *testing.T) {
+	s, _, r := start(t, Options{MinBackoff: time.Hour})
+	release := make(chan struct{})
+	r.setResult(func(context.Context) error { <-release; return errors.New("volume busy") })
+	s.Schedule("csi-1", Certificate{NotBefore: t0.Add(-time.Hour), NotAfter: t0})
+	expectCall(t, r, "csi-1", t0)
+	// What the certificate must say changed while this renewal ran, which
+	// may have read what was there before.
+	s.RenewNow("csi-1")
+	r.setResult(nil)
+	close(release)
+	expectCall(t, r, "csi-1", t0)
+	expectNoCall(t, r)
+}
+
 func TestStatusTellsTheNextRenewalAndTheLastFailureUntilASuccess(t *testing.T) {
 	s, clk, r := start(t, Options{MinBackoff: 10 * time.Second})
 	if _, ok := s.Status("csi-1"); ok {

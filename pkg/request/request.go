@@ -32,6 +32,21 @@ const (
 	AnnotationPodNamespace = "certmint.io/pod-namespace"
 	// AnnotationVolumeID is the CSI volume ID the kubelet gave the volume.
 	AnnotationVolumeID = "certmint.io/volume-id"
+	// AnnotationPodIPs says that the volume asks for its pod's addresses
+	// as IP SANs: PodIPsPrimary or PodIPsAll. A volume's first request is
+	// made before its pod has an address and names none; this lets the
+	// controller refuse it at once when the issuer would never certify
+	// them, rather than refuse every re-issue that names them later. Like
+	// every claim here it can only lead to a denial, never widen anything.
+	AnnotationPodIPs = "certmint.io/pod-ips"
+)
+
+// The values of AnnotationPodIPs.
+const (
+	// PodIPsPrimary: the pod's primary address (status.podIP).
+	PodIPsPrimary = "primary"
+	// PodIPsAll: every address of the pod (status.podIPs).
+	PodIPsAll = "all"
 )
 
 // Extra keys the API server stamps on a request made with a pod-bound

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -614,7 +615,13 @@ func checkRBAC(t *testing.T, f *framework.Framework) {
 	}{
 		{driver, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "get"}, false},
 		{driver, authorizationv1.ResourceAttributes{Resource: "secrets", Verb: "list", Namespace: deploy.Namespace}, false},
-		{driver, authorizationv1.ResourceAttributes{Resource: "pods", Verb: "list"}, false},
+		// A pod's addresses, for ${POD_IP}: with deploy/podips (which the
+		// tests install) the driver watches its node's pods while a volume
+		// asks, which RBAC cannot narrow. It reads no single pod and writes
+		// none.
+		{driver, authorizationv1.ResourceAttributes{Resource: "pods", Verb: "watch"}, true},
+		{driver, authorizationv1.ResourceAttributes{Resource: "pods", Verb: "get", Namespace: "default"}, false},
+		{driver, authorizationv1.ResourceAttributes{Resource: "pods", Subresource: "status", Verb: "update", Namespace: "default"}, false},
 		// Renewal failures are reported as Events on the pods, which live
 		// in any namespace; the driver writes them but reads none.
 		{driver, authorizationv1.ResourceAttributes{Resource: "events", Verb: "create", Namespace: "default"}, true},
@@ -724,6 +731,13 @@ func driverPodOn(t *testing.T, sys *framework.Framework, node string) *corev1.Po
 // certificate is issued, or "Denied: <reason>".
 func requestAs(t *testing.T, c kubernetes.Interface, pod *corev1.Pod, node string) string {
 	t.Helper()
+	return requestFromAs(t, c, pod, node, caIssuer, nil)
+}
+
+// requestFromAs is requestAs for a certificate from the ClusterIssuer
+// issuer that names the addresses ips besides the pod's names.
+func requestFromAs(t *testing.T, c kubernetes.Interface, pod *corev1.Pod, node, issuer string, ips []net.IP) string {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -733,11 +747,20 @@ func requestAs(t *testing.T, c kubernetes.Interface, pod *corev1.Pod, node strin
 		t.Fatal(err)
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		DNSNames: []string{pod.Name + "." + pod.Namespace + ".svc"},
-		URIs:     []*url.URL{uri},
+		DNSNames:    []string{pod.Name + "." + pod.Namespace + ".svc"},
+		URIs:        []*url.URL{uri},
+		IPAddresses: ips,
 	}, key)
 	if err != nil {
 		t.Fatal(err)
+	}
+	annotations := map[string]string{
+		request.AnnotationPodName:      pod.Name,
+		request.AnnotationPodNamespace: pod.Namespace,
+		request.AnnotationVolumeID:     "e2e-node-binding",
+	}
+	if ips != nil {
+		annotations[request.AnnotationPodIPs] = request.PodIPsPrimary
 	}
 	seconds := int32(time.Hour / time.Second)
 	csr, err := c.CertificatesV1().CertificateSigningRequests().Create(t.Context(), &certificatesv1.CertificateSigningRequest{
@@ -748,15 +771,11 @@ func requestAs(t *testing.T, c kubernetes.Interface, pod *corev1.Pod, node strin
 				request.LabelNode:      node,
 				request.LabelPodUID:    string(pod.UID),
 			},
-			Annotations: map[string]string{
-				request.AnnotationPodName:      pod.Name,
-				request.AnnotationPodNamespace: pod.Namespace,
-				request.AnnotationVolumeID:     "e2e-node-binding",
-			},
+			Annotations: annotations,
 		},
 		Spec: certificatesv1.CertificateSigningRequestSpec{
 			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
-			SignerName:        request.IssuerRef{Kind: request.KindClusterIssuer, Name: caIssuer}.SignerName(),
+			SignerName:        request.IssuerRef{Kind: request.KindClusterIssuer, Name: issuer}.SignerName(),
 			ExpirationSeconds: &seconds,
 			Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth},
 		},

@@ -40,7 +40,9 @@ func TestCertmintHelm(t *testing.T) {
 		"--set-string", "controller.image.tag="+deploy.Tag,
 		// The harness's per-node kubelet dirs, as in the kustomize overlay.
 		"--set-string", "driver.kubeletHostDir="+nodes,
-		"--set-string", "driver.kubeletDir="+deploy.KubeletDir(nodes, "$(NODE_NAME)"))
+		"--set-string", "driver.kubeletDir="+deploy.KubeletDir(nodes, "$(NODE_NAME)"),
+		// Pod IP SANs, as the kustomize overlay adds deploy/podips.
+		"--set", "driver.podIPs=true")
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}

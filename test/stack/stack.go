@@ -131,7 +131,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := s.CP.InstallCRDs(ctx, filepath.Join(root, "deploy", "crds")); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "rbac/controller.yaml", "rbac/controller-secrets-policy.yaml"} {
+	for _, f := range []string{"namespace.yaml", "rbac/driver.yaml", "podips/driver-pods.yaml", "rbac/controller.yaml", "rbac/controller-secrets-policy.yaml"} {
 		if err := ApplyManifest(ctx, s.CP.Config, filepath.Join(root, "deploy", f)); err != nil {
 			return nil, err
 		}
@@ -164,6 +164,13 @@ func (s *Stack) StartDriver(ctx context.Context, logName string) error {
 	}
 	s.Driver = d
 	return nil
+}
+
+// DriverConfig authenticates as the driver does: with its token bound to
+// its pod on the node. Tests use it to make requests as a compromised
+// driver would.
+func (s *Stack) DriverConfig() (*rest.Config, error) {
+	return clientcmd.BuildConfigFromFlags("", s.driverKubeconfig)
 }
 
 // KubeletDir is where the pods' kubelet directories of the driver's node

@@ -18,6 +18,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,45 +315,71 @@ const (
 
 // readBudget limits uncached reads per source and in all.
 type readBudget struct {
-	all     *rate.Limiter
-	mu      sync.Mutex
-	sources map[string]*rate.Limiter
+	all            *rate.Limiter
+	trustedProxies []netip.Prefix
+	mu             sync.Mutex
+	sources        map[string]*rate.Limiter
 }
 
-func newReadBudget() *readBudget {
-	return &readBudget{all: rate.NewLimiter(uncachedReadsPerSecond, uncachedReadBurst), sources: map[string]*rate.Limiter{}}
+func newReadBudget(trustedProxies []netip.Prefix) *readBudget {
+	return &readBudget{
+		all:            rate.NewLimiter(uncachedReadsPerSecond, uncachedReadBurst),
+		trustedProxies: trustedProxies,
+		sources:        map[string]*rate.Limiter{},
+	}
 }
 
-// allow reports whether the client of r may have an uncached read now.
+// allow reports whether the client of r may have an uncached read now. A
+// source's refusal spends nothing of the budget of all.
 func (b *readBudget) allow(r *http.Request) bool {
-	key := source(r)
+	source := b.source(r)
 	b.mu.Lock()
-	l, ok := b.sources[key]
-	if !ok {
-		if len(b.sources) >= maxSources {
-			clear(b.sources)
-		}
-		l = rate.NewLimiter(sourceReadsPerSecond, sourceReadBurst)
-		b.sources[key] = l
+	defer b.mu.Unlock()
+	l := b.limiter(source)
+	if l == nil || l.Tokens() < 1 || !b.all.Allow() {
+		return false
 	}
-	b.mu.Unlock()
-	return l.Allow() && b.all.Allow()
+	return l.Allow()
 }
 
-// source is who asks: the peer's address and, behind an Ingress
-// controller or load balancer, the address it added last to
-// X-Forwarded-For, which a client cannot choose.
-func source(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+// limiter is the budget of source; nil when too many sources have one
+// that is not idle to make another. b.mu is held.
+func (b *readBudget) limiter(source string) *rate.Limiter {
+	if l, ok := b.sources[source]; ok {
+		return l
 	}
+	if len(b.sources) >= maxSources {
+		// A full budget is as good as a new one: forget those.
+		for k, l := range b.sources {
+			if l.Tokens() >= sourceReadBurst {
+				delete(b.sources, k)
+			}
+		}
+		if len(b.sources) >= maxSources {
+			return nil
+		}
+	}
+	l := rate.NewLimiter(sourceReadsPerSecond, sourceReadBurst)
+	b.sources[source] = l
+	return l
+}
+
+// source is who asks: the peer's address or, when the peer is a trusted
+// proxy (an Ingress controller, a load balancer), the address it added
+// last to X-Forwarded-For. Anyone else's X-Forwarded-For is the client's
+// own choice, and ignored.
+func (b *readBudget) source(r *http.Request) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	addr := peer.Addr().Unmap()
 	forwarded := r.Header.Values("X-Forwarded-For")
-	if len(forwarded) == 0 {
-		return host
+	if len(forwarded) == 0 || !slices.ContainsFunc(b.trustedProxies, func(p netip.Prefix) bool { return p.Contains(addr) }) {
+		return addr.String()
 	}
 	hops := strings.Split(forwarded[len(forwarded)-1], ",")
-	return host + "/" + strings.TrimSpace(hops[len(hops)-1])
+	return strings.TrimSpace(hops[len(hops)-1])
 }
 
 // Handler answers GET /.well-known/acme-challenge/<token> with the key
@@ -360,8 +388,12 @@ func source(r *http.Request) string {
 // waits for its own cache only, so a validation may reach a replica whose
 // watch has not delivered the challenge yet, and a 404 fails the
 // authorization for good.
-func Handler(cached, apiReader client.Reader, namespace string, log logr.Logger) http.Handler {
-	budget := newReadBudget()
+//
+// trustedProxies are the addresses of the proxies in front of the solver
+// Service whose X-Forwarded-For names the client, for the per-source
+// budget of uncached reads.
+func Handler(cached, apiReader client.Reader, namespace string, trustedProxies []netip.Prefix, log logr.Logger) http.Handler {
+	budget := newReadBudget(trustedProxies)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 		if !ok || token == "" || strings.Contains(token, "/") {
@@ -405,6 +437,10 @@ type ServerOptions struct {
 	APIReader client.Reader
 	// Namespace holds the challenge objects. Required.
 	Namespace string
+	// TrustedProxies are the proxies in front of the solver Service (the
+	// Ingress controllers' pods) whose X-Forwarded-For names the client;
+	// none by default.
+	TrustedProxies []netip.Prefix
 	// Logger defaults to a logger that discards.
 	Logger logr.Logger
 }
@@ -455,7 +491,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("listening for HTTP-01 challenges: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(s.opts.Cache, s.opts.APIReader, s.opts.Namespace, s.opts.Logger),
+		Handler:           Handler(s.opts.Cache, s.opts.APIReader, s.opts.Namespace, s.opts.TrustedProxies, s.opts.Logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 	}

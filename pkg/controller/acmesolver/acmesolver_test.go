@@ -2,9 +2,11 @@ package acmesolver
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +37,7 @@ func TestHandler(t *testing.T) {
 	if err := challenges.Present(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(c, c, ns, logr.Discard()))
+	srv := httptest.NewServer(Handler(c, c, ns, nil, logr.Discard()))
 	defer srv.Close()
 
 	tests := []struct {
@@ -77,7 +79,7 @@ func TestHandlerReadsAChallengeItsCacheDoesNotHoldYet(t *testing.T) {
 			Data:       map[string]string{KeyToken: "colliding", KeyKeyAuthorization: "colliding.thumbprint"},
 		},
 	).Build()
-	srv := httptest.NewServer(Handler(cached, api, ns, logr.Discard()))
+	srv := httptest.NewServer(Handler(cached, api, ns, nil, logr.Discard()))
 	defer srv.Close()
 
 	tests := []struct {
@@ -269,7 +271,8 @@ func expectAnswer(t *testing.T, method, url string, wantCode int, wantBody strin
 }
 
 func TestOneSourceCannotSpendTheUncachedReadsOfOthers(t *testing.T) {
-	budget := newReadBudget()
+	ingressControllers := netip.MustParsePrefix("10.244.1.0/24")
+	budget := newReadBudget([]netip.Prefix{ingressControllers})
 	ask := func(remote, forwarded string) bool {
 		r := httptest.NewRequest(http.MethodGet, PathPrefix+"token", nil)
 		r.RemoteAddr = remote
@@ -285,15 +288,30 @@ func TestOneSourceCannotSpendTheUncachedReadsOfOthers(t *testing.T) {
 	if spent != sourceReadBurst {
 		t.Errorf("one source got %d uncached reads at once, want %d", spent, sourceReadBurst)
 	}
-	// Behind an Ingress controller: the address it added last is the
-	// client's, whatever the client put before it.
-	for range sourceReadBurst {
-		ask("10.244.1.5:5000", "forged, 203.0.113.7")
-	}
-	if ask("10.244.1.5:5000", "other-forgery, 203.0.113.7") {
-		t.Error("a client behind the Ingress controller got more reads by forging X-Forwarded-For")
-	}
-	if !ask("10.244.1.5:5000", "198.51.100.2") {
-		t.Error("the ACME server, behind the same Ingress controller, got no read")
-	}
+	t.Run("a client of its own cannot get more by naming others in X-Forwarded-For", func(t *testing.T) {
+		for i := range 10 {
+			if ask("10.0.0.9:4711", fmt.Sprintf("198.51.100.%d", i)) {
+				t.Fatal("a forged X-Forwarded-For bought another read")
+			}
+		}
+	})
+	t.Run("behind a trusted proxy, the address it added is the client's", func(t *testing.T) {
+		for range sourceReadBurst {
+			ask("10.244.1.5:5000", "forged, 203.0.113.7")
+		}
+		if ask("10.244.1.5:5000", "other-forgery, 203.0.113.7") {
+			t.Error("a client behind the Ingress controller got more reads by forging X-Forwarded-For")
+		}
+		if !ask("10.244.1.5:5000", "198.51.100.2") {
+			t.Error("the ACME server, behind the same Ingress controller, got no read")
+		}
+	})
+	t.Run("a source refused spends nothing of the budget of all", func(t *testing.T) {
+		for range 100 {
+			ask("10.0.0.9:4711", "")
+		}
+		if !ask("10.0.0.10:4711", "") {
+			t.Error("another source got no read after one source was refused many times")
+		}
+	})
 }

@@ -397,15 +397,15 @@ func (r *Reconciler) evaluate(ctx context.Context, csr *certificatesv1.Certifica
 	}
 	in.Policy = iss.GetSpec().Policy
 
-	if err := r.lookupPods(ctx, r.client, &in.CSRSource); err != nil {
+	if err := r.lookupPods(ctx, r.client, &in); err != nil {
 		return nil, nil, policy.Decision{}, nil, err
 	}
 	d := policy.Decide(in)
 	if !d.Allowed && podDependent(d.Reason) && csr.Spec.Username == r.driver {
 		// The cache may not have seen a pod (or the driver's DaemonSet)
-		// that was just created or replaced; ask the API server before
-		// denying.
-		if err := r.lookupPods(ctx, r.live, &in.CSRSource); err != nil {
+		// that was just created or replaced, or a pod's new address; ask
+		// the API server before denying.
+		if err := r.lookupPods(ctx, r.live, &in); err != nil {
 			return nil, nil, policy.Decision{}, nil, err
 		}
 		d = policy.Decide(in)
@@ -421,7 +421,8 @@ func (r *Reconciler) evaluate(ctx context.Context, csr *certificatesv1.Certifica
 // stale pod cache.
 func podDependent(reason string) bool {
 	switch reason {
-	case policy.ReasonNotDriver, policy.ReasonDriverPodMismatch, policy.ReasonPodNotFound, policy.ReasonPodUIDMismatch, policy.ReasonNodeMismatch, policy.ReasonPodTerminated:
+	case policy.ReasonNotDriver, policy.ReasonDriverPodMismatch, policy.ReasonPodNotFound, policy.ReasonPodUIDMismatch, policy.ReasonNodeMismatch, policy.ReasonPodTerminated,
+		policy.ReasonPodIPMismatch:
 		return true
 	}
 	return false
@@ -483,9 +484,10 @@ func (r *Reconciler) issuerNotFound(ctx context.Context, ref request.IssuerRef, 
 }
 
 // lookupPods fills in.Pod, in.DriverPod and in.DriverDaemonSetUID from
-// reader; a pod that does not exist is left nil, a DaemonSet that does not
-// exist leaves the UID empty.
-func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *policy.CSRSource) error {
+// reader, and the podCIDRs of the pod's node when the policy bounds pod
+// addresses by them; a pod that does not exist is left nil, a DaemonSet
+// that does not exist leaves the UID empty.
+func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *policy.Input) error {
 	var err error
 	ns, name, _ := policy.PodReference(in.CSR)
 	if in.Pod, err = r.getPod(ctx, reader, ns, name); err != nil {
@@ -504,6 +506,28 @@ func (r *Reconciler) lookupPods(ctx context.Context, reader client.Reader, in *p
 		return fmt.Errorf("reading the driver's DaemonSet: %w", err)
 	default:
 		in.DriverDaemonSetUID = ds.UID
+	}
+	return r.lookupNodePodCIDRs(ctx, in)
+}
+
+// lookupNodePodCIDRs fills in.NodePodCIDRs when the request names or asks
+// for pod addresses and the issuer certifies only addresses within the
+// pod's node's podCIDRs. The node is read from the API server: few
+// requests need it, and no cache holds whole Nodes.
+func (r *Reconciler) lookupNodePodCIDRs(ctx context.Context, in *policy.Input) error {
+	in.NodePodCIDRs = nil
+	asks := in.CSR.Annotations[request.AnnotationPodIPs] != "" || in.Request != nil && len(in.Request.IPAddresses) > 0
+	pol := in.Policy
+	if !asks || pol == nil || pol.PodIPs == nil || !pol.PodIPs.WithinNodePodCIDRs || in.Pod == nil || in.Pod.Spec.NodeName == "" {
+		return nil
+	}
+	var node corev1.Node
+	switch err := r.live.Get(ctx, types.NamespacedName{Name: in.Pod.Spec.NodeName}, &node); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("reading node %s: %w", in.Pod.Spec.NodeName, err)
+	default:
+		in.NodePodCIDRs = node.Spec.PodCIDRs
 	}
 	return nil
 }

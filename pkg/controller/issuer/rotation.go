@@ -82,6 +82,8 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 		MaxDuration:   metav1.Duration{Duration: s.maxLifetime},
 	}
 	if s.choosesLifetime {
+		// What was seen issued since the controller started; whether that
+		// is all this CA issued is decided below.
 		next.IssuedLifetime = &metav1.Duration{Duration: st.LongestLifetime}
 	}
 	published, err := parsePEMCertificates(prev.TrustBundle)
@@ -98,7 +100,9 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 	switch {
 	case old == nil:
 		// First sight of this issuer: nothing to compare with, and nothing
-		// to ask of drivers.
+		// to ask of drivers. It signed nothing before (a request waits for
+		// a Ready issuer, and Ready is written with this record), so what
+		// it is seen to issue from now on is all it issued.
 	case old.CAFingerprint != next.CAFingerprint:
 		// Certificates signed until now live no longer than the CA
 		// certificates they chain to, nor than old.MaxDuration: the
@@ -121,6 +125,8 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 		}
 		t.rotated = true
 		t.reissueBefore = ptrTime(now)
+		// The new CA's record starts now. What was seen since the start
+		// may include the old CA's certificates: too long, never too short.
 	case old.ConfigHash != next.ConfigHash:
 		t.reconfigured = true
 		t.reissueBefore = ptrTime(now)
@@ -143,8 +149,8 @@ func nextTrust(prev *v1alpha1.IssuerStatus, s signer, st issuer.Status, now time
 
 // overlap is how long a CA that old signed with stays trusted once next
 // replaces it: as long as the longest certificate it was seen to issue,
-// for a backend that chooses lifetimes and reported them (this controller
-// or the one before it), else the longest it could have issued.
+// for a backend that chooses lifetimes and whose every issuance was seen
+// (old.IssuedLifetime set), else the longest it could have issued.
 func overlap(old, next *v1alpha1.SigningState) time.Duration {
 	if old.IssuedLifetime == nil {
 		return old.MaxDuration.Duration
@@ -158,10 +164,15 @@ func overlap(old, next *v1alpha1.SigningState) time.Duration {
 }
 
 // keepLongest carries into next the longest lifetimes old recorded for the
-// same CA: certificates it signed before keep theirs.
+// same CA: certificates it signed before keep theirs. A CA whose
+// issuances were not all seen (no IssuedLifetime: a status from before it
+// was recorded) stays so, as what it issued before is not known.
 func keepLongest(next, old *v1alpha1.SigningState) {
 	next.MaxDuration.Duration = max(next.MaxDuration.Duration, old.MaxDuration.Duration)
-	if next.IssuedLifetime != nil && old.IssuedLifetime != nil {
+	switch {
+	case old.IssuedLifetime == nil:
+		next.IssuedLifetime = nil
+	case next.IssuedLifetime != nil:
 		next.IssuedLifetime.Duration = max(next.IssuedLifetime.Duration, old.IssuedLifetime.Duration)
 	}
 }

@@ -45,6 +45,17 @@ type session struct {
 	// refusesNotAfter is set once the server refused an order with a
 	// notAfter: it chooses lifetimes itself.
 	refusesNotAfter atomic.Bool
+	// notBefore is when the server may be asked for a new order again, in
+	// Unix nanoseconds, after it rate-limited the account's new orders.
+	notBefore atomic.Int64
+}
+
+// retryAt is when the account may order again; zero when it may now.
+func (s *session) retryAt() time.Time {
+	if n := s.notBefore.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // session returns the issuer's registered account, registering it (and
@@ -103,7 +114,7 @@ func (b *Backend) session(ctx context.Context, iss v1alpha1.GenericIssuer) (*ses
 		DirectoryURL: spec.Server,
 		HTTPClient:   &http.Client{Transport: transport, Timeout: requestTimeout},
 		UserAgent:    b.userAgent,
-		RetryBackoff: retryBackoff,
+		RetryBackoff: b.retryBackoff,
 	}
 	acct := &acme.Account{Contact: contact(spec.Email), ExternalAccountBinding: eab}
 	// Registering a key that already has an account returns that account;

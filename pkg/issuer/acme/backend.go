@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/issuer"
@@ -42,9 +43,11 @@ const (
 // registered is looked at again: the server may have been unreachable.
 const accountRecheck = time.Minute
 
-// lifetimeRecheck is how often a Ready issuer is looked at again. It costs
-// no request to the server: the session is kept.
-const lifetimeRecheck = 10 * time.Minute
+// lifetimeRecheck is how often a Ready issuer is looked at again, so that
+// its status soon records the lifetimes issued: a controller that restarts
+// knows them from there. It costs no request to the server (the session is
+// kept) and a status write only when the longest lifetime grew.
+const lifetimeRecheck = time.Minute
 
 // Challenge is an HTTP-01 challenge to answer.
 type Challenge struct {
@@ -107,6 +110,31 @@ type Backend struct {
 	// lifetimes are the longest lifetimes of the certificates issued for
 	// each issuer since the controller started.
 	lifetimes map[string]time.Duration
+	// leftovers are challenges whose withdrawal failed, tried again by
+	// Start.
+	leftovers []*presented
+}
+
+var _ manager.Runnable = (*Backend)(nil)
+
+// collectInterval is how often Start collects idle orders and withdraws
+// leftovers.
+const collectInterval = time.Minute
+
+// Start collects, on the leader, the orders of requests that went and the
+// challenges whose withdrawal failed, until ctx ends: a TXT record must not
+// wait for the next signing to be removed.
+func (b *Backend) Start(ctx context.Context) error {
+	t := time.NewTicker(collectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			b.collectOrders(ctx)
+		}
+	}
 }
 
 var _ issuer.Backend = (*Backend)(nil)
@@ -168,7 +196,7 @@ func (b *Backend) secretsOf(iss v1alpha1.GenericIssuer) []types.NamespacedName {
 	if eab := spec.ExternalAccountBinding; eab != nil {
 		names = append(names, eab.KeySecretRef.Name)
 	}
-	for _, s := range spec.Solvers {
+	for _, s := range spec.SolverList() {
 		if s.DNS01 != nil && s.DNS01.RFC2136 != nil {
 			names = append(names, s.DNS01.RFC2136.TSIGSecretRef.Name)
 		}
@@ -223,7 +251,7 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 	}
 	// A dns01 solver that cannot write records would fail every order
 	// that needs it.
-	for _, solver := range iss.GetSpec().ACME.Solvers {
+	for _, solver := range iss.GetSpec().ACME.SolverList() {
 		if solver.DNS01 == nil {
 			continue
 		}
@@ -235,12 +263,16 @@ func (b *Backend) Ready(ctx context.Context, iss v1alpha1.GenericIssuer) (issuer
 			return issuer.Status{}, err
 		}
 	}
+	longest, err := b.longestLifetime(ctx, iss)
+	if err != nil {
+		return issuer.Status{}, err
+	}
 	return issuer.Status{
 		Ready:           true,
 		Reason:          v1alpha1.ReasonReady,
 		Message:         fmt.Sprintf("Registered with the ACME server %s as %s", iss.GetSpec().ACME.Server, s.accountURI),
 		TrustBundle:     s.trustPEM,
-		LongestLifetime: b.longestLifetime(iss),
+		LongestLifetime: longest,
 		// So the issuer's status records the lifetimes issued since, for a
 		// controller that restarts before the next rotation.
 		RecheckAt: b.clock.Now().Add(lifetimeRecheck),
@@ -263,7 +295,7 @@ func (b *Backend) Sign(ctx context.Context, iss v1alpha1.GenericIssuer, req *iss
 		return nil, &issuer.PermanentError{Err: err}
 	}
 	// A name no solver can prove control of fails before an order is made.
-	if err := solverNames(iss.GetSpec().ACME.Solvers, names); err != nil {
+	if err := solverNames(iss.GetSpec().ACME.SolverList(), names); err != nil {
 		return nil, err
 	}
 	s, err := b.session(ctx, iss)

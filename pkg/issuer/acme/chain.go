@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"fmt"
 
 	"github.com/go-logr/logr"
 
@@ -14,17 +15,23 @@ import (
 // DER and as PEM, with its leaf; with spec.acme.preferredChain, the first
 // of the server's chains (its default, then its alternates) whose top
 // certificate a CA of that name issued. An alternate that cannot be read
-// or checked is passed over: the default chain serves as well.
+// or checked is passed over: the default chain serves as well, if it
+// verifies (a trust bundle holding only the preferred root may trust the
+// alternate alone).
 func (b *Backend) pickChain(ctx context.Context, iss v1alpha1.GenericIssuer, s *session, st *orderState, der [][]byte, pub crypto.PublicKey) ([][]byte, []byte, *x509.Certificate, error) {
 	chain, leaf, err := verifyChain(der, pub, s.trust, b.clock.Now())
 	preferred := iss.GetSpec().ACME.PreferredChain
-	if err != nil || preferred == "" || topIssuer(der) == preferred || st.certURL == "" {
+	if preferred == "" || topIssuer(der) == preferred || st.certURL == "" {
 		return der, chain, leaf, err
 	}
 	log := logr.FromContextOrDiscard(ctx)
-	urls, err := s.client.ListCertAlternates(ctx, st.certURL)
-	if err != nil {
-		log.Error(err, "listing the ACME server's alternate chains; using its default chain")
+	urls, listErr := s.client.ListCertAlternates(ctx, st.certURL)
+	if listErr != nil {
+		if err != nil {
+			// The default chain is no good here; the list may be next time.
+			return nil, nil, nil, fmt.Errorf("listing the ACME server's alternate chains: %w", listErr)
+		}
+		log.Error(listErr, "listing the ACME server's alternate chains; using its default chain")
 		return der, chain, leaf, nil
 	}
 	for _, url := range urls {
@@ -37,7 +44,7 @@ func (b *Backend) pickChain(ctx context.Context, iss v1alpha1.GenericIssuer, s *
 		}
 	}
 	log.Info("no chain the ACME server offers leads to spec.acme.preferredChain; using its default chain")
-	return der, chain, leaf, nil
+	return der, chain, leaf, err
 }
 
 // topIssuer is the common name of the issuer of the last certificate of a

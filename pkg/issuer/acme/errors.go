@@ -26,7 +26,7 @@ const (
 )
 
 // retryBackoff is the ACME client's RetryBackoff.
-func retryBackoff(n int, _ *http.Request, resp *http.Response) time.Duration {
+func (b *Backend) retryBackoff(n int, _ *http.Request, resp *http.Response) time.Duration {
 	switch {
 	case n > maxInPassRetries, resp == nil, resp.StatusCode == http.StatusTooManyRequests:
 		return 0
@@ -34,7 +34,7 @@ func retryBackoff(n int, _ *http.Request, resp *http.Response) time.Duration {
 		// A bad nonce, which the client has already replaced.
 		return badNonceWait
 	}
-	if after, ok := retryAfter(resp.Header, time.Now()); ok {
+	if after, ok := retryAfter(resp.Header, b.clock.Now()); ok {
 		if after > serverErrorWait<<maxInPassRetries {
 			return 0
 		}
@@ -60,25 +60,37 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// rateLimitedError is a refusal to be asked again before a time.
+type rateLimitedError struct{ msg string }
+
+func (e *rateLimitedError) Error() string { return e.msg }
+
 // acmeError classifies an error of the ACME client. A rate limit (429, or
-// a rateLimited problem) means waiting until the server said, or a minute,
-// and st is not asked of the server before; another refusal (4xx) is
-// permanent, with the server's own words; anything else (5xx, the network)
-// is retried, with the caller's backoff.
+// a rateLimited problem), or any answer with a Retry-After, means waiting
+// until the server said (a minute for a rate limit that says nothing), and
+// st is not asked of the server before; another refusal (4xx) is
+// permanent, with the server's own words; anything else (5xx, bad nonces,
+// the network) is retried, with the caller's backoff.
 func (b *Backend) acmeError(st *orderState, what string, err error) error {
 	var acmeErr *acme.Error
 	if !errors.As(err, &acmeErr) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if acmeErr.StatusCode == http.StatusTooManyRequests || strings.HasSuffix(acmeErr.ProblemType, ":rateLimited") {
-		wait, ok := retryAfter(acmeErr.Header, b.clock.Now())
-		if !ok {
+	now := b.clock.Now()
+	limited := acmeErr.StatusCode == http.StatusTooManyRequests || strings.HasSuffix(acmeErr.ProblemType, ":rateLimited")
+	wait, told := retryAfter(acmeErr.Header, now)
+	if limited || told {
+		if !told {
 			wait = defaultRateLimitWait
 		}
 		if st != nil {
-			st.retryAt = b.clock.Now().Add(wait)
+			st.retryAt = now.Add(wait)
 		}
-		return &issuer.PendingError{Err: fmt.Errorf("%s: rate limited by the ACME server until %s: %s", what, b.clock.Now().Add(wait).UTC().Format(time.RFC3339), problem(acmeErr)), RetryAfter: wait}
+		msg := fmt.Sprintf("%s: the ACME server asked to wait until %s: %s", what, now.Add(wait).UTC().Format(time.RFC3339), problem(acmeErr))
+		if limited {
+			msg = fmt.Sprintf("%s: rate limited by the ACME server until %s: %s", what, now.Add(wait).UTC().Format(time.RFC3339), problem(acmeErr))
+		}
+		return &issuer.PendingError{Err: &rateLimitedError{msg: msg}, RetryAfter: wait}
 	}
 	if strings.HasSuffix(strings.ToLower(acmeErr.ProblemType), ":badnonce") {
 		// Nonces that kept going stale: the next pass tries again.

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +51,9 @@ const (
 	// defaultRateLimitWait is how long to wait after a rate limit without
 	// a Retry-After.
 	defaultRateLimitWait = time.Minute
+	// slowPollInterval is how soon a nameserver that has not answered a
+	// TXT record for a minute is asked again.
+	slowPollInterval = 15 * time.Second
 )
 
 // orderState is what Sign keeps between calls for one request. Backend.mu
@@ -83,10 +85,16 @@ type orderState struct {
 }
 
 // reset forgets an unfinished order of another account: it is not ours to
-// use any more. Its challenges are left to the solver's sweep, as the
-// server may still be validating one that a new order of the same account
-// reuses.
-func reset(st *orderState, fingerprint string) {
+// use any more. Its TXT records are withdrawn; its HTTP-01 answers are
+// left to the solver's sweep, as the server may still be validating one
+// that a new order of the same account reuses.
+func (b *Backend) reset(ctx context.Context, st *orderState, fingerprint string) {
+	for url, p := range st.challenges {
+		if p.dns != nil {
+			b.withdrawOrKeep(ctx, p)
+			delete(st.challenges, url)
+		}
+	}
 	st.fingerprint = fingerprint
 	st.url = ""
 	st.challenges = map[string]*presented{}
@@ -135,8 +143,8 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 		st.records.order = &v1alpha1.Order{}
 		st.records.challenges = map[string]*challengeRecord{}
 	}
-	if wait := st.retryAt.Sub(b.clock.Now()); wait > 0 {
-		return nil, &issuer.PendingError{Err: errors.New("the ACME server asked to wait after a rate limit"), RetryAfter: wait}
+	if wait := later(st.retryAt, s.retryAt()).Sub(b.clock.Now()); wait > 0 {
+		return nil, &issuer.PendingError{Err: &rateLimitedError{msg: "the ACME server asked to wait after a rate limit"}, RetryAfter: wait}
 	}
 	// A certificate already issued is for the node's key whichever account
 	// got it; checking it again below applies a trust bundle edited since.
@@ -144,7 +152,7 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 	var err error
 	if der == nil {
 		if st.fingerprint != s.fingerprint {
-			reset(st, s.fingerprint)
+			b.reset(ctx, st, s.fingerprint)
 		}
 		b.createOrderRecord(ctx, st, iss, req, names)
 		der, err = b.step(ctx, iss, s, st, names, req)
@@ -182,9 +190,10 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 		} else {
 			st.records.order.Status.Reason, st.records.order.Status.Message = "Error", err.Error()
 		}
-		if !st.retryAt.IsZero() && st.retryAt.After(b.clock.Now()) {
-			st.records.order.Status.RetryAfter = &metav1.Time{Time: st.retryAt}
-		}
+	}
+	st.records.order.Status.RetryAfter = nil
+	if retryAt := later(st.retryAt, s.retryAt()); err != nil && retryAt.After(b.clock.Now()) {
+		st.records.order.Status.RetryAfter = &metav1.Time{Time: retryAt}
 	}
 	b.flushRecords(ctx, st)
 	return chain, err
@@ -192,10 +201,18 @@ func (b *Backend) advance(ctx context.Context, iss v1alpha1.GenericIssuer, s *se
 
 // pendingReason is the Order's reason while it waits.
 func pendingReason(p *issuer.PendingError) string {
-	if strings.Contains(p.Err.Error(), "rate limited") {
+	var limited *rateLimitedError
+	if errors.As(p.Err, &limited) {
 		return "RateLimited"
 	}
 	return "Waiting"
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func isPermanent(err error) bool {
@@ -210,7 +227,14 @@ func (b *Backend) step(ctx context.Context, iss v1alpha1.GenericIssuer, s *sessi
 	if st.url == "" {
 		order, err := b.newOrder(ctx, s, names, req.Duration)
 		if err != nil {
-			return nil, b.acmeError(st, "creating the ACME order", err)
+			err = b.acmeError(st, "creating the ACME order", err)
+			var limited *rateLimitedError
+			if errors.As(err, &limited) {
+				// New orders are limited per account: no request of
+				// this issuer asks for one before the time given.
+				s.notBefore.Store(st.retryAt.UnixNano())
+			}
+			return nil, err
 		}
 		st.url = order.URI
 		st.records.order.Status.URL = order.URI
@@ -288,13 +312,29 @@ func (b *Backend) newOrder(ctx context.Context, s *session, names []string, life
 		return s.client.AuthorizeOrder(ctx, ids)
 	}
 	order, err := s.client.AuthorizeOrder(ctx, ids, acme.WithOrderNotAfter(b.clock.Now().Add(lifetime)))
-	var acmeErr *acme.Error
-	if errors.As(err, &acmeErr) && acmeErr.StatusCode >= 400 && acmeErr.StatusCode < 500 && acmeErr.StatusCode != http.StatusTooManyRequests {
+	if !refusesLifetime(err) {
+		return order, err
+	}
+	order, err = s.client.AuthorizeOrder(ctx, ids)
+	if err == nil {
 		s.refusesNotAfter.Store(true)
-		logr.FromContextOrDiscard(ctx).Info("the ACME server refused an order with a lifetime; ordering without one", logkeys.Reason, problem(acmeErr))
-		return s.client.AuthorizeOrder(ctx, ids)
+		logr.FromContextOrDiscard(ctx).Info("the ACME server refuses orders with a lifetime; ordering without one from now on")
 	}
 	return order, err
+}
+
+// refusesLifetime reports whether err is a server's refusal of an order
+// for its notAfter: a malformed request, or one whose problem names the
+// field (servers word it differently). Any other refusal (a rejected
+// identifier, CAA) is about the names, and asking without a lifetime would
+// not help.
+func refusesLifetime(err error) bool {
+	var acmeErr *acme.Error
+	if !errors.As(err, &acmeErr) || acmeErr.StatusCode < 400 || acmeErr.StatusCode >= 500 {
+		return false
+	}
+	detail := strings.ToLower(acmeErr.Detail)
+	return strings.HasSuffix(acmeErr.ProblemType, ":malformed") || strings.Contains(detail, "notafter") || strings.Contains(detail, "not after") || strings.Contains(detail, "notbefore")
 }
 
 // authorize answers and accepts the challenge of every pending
@@ -315,11 +355,18 @@ func (b *Backend) authorize(ctx context.Context, iss v1alpha1.GenericIssuer, s *
 		}
 		switch authz.Status {
 		case acme.StatusValid:
+			if _, ok := st.records.challenges[url]; !ok {
+				// Valid already: the server reused an earlier
+				// authorization of the account.
+				if c := validChallenge(authz); c != nil {
+					b.createChallengeRecord(ctx, st, url, name, c.Type, c.URI, "validated for an earlier order")
+				}
+			}
 			b.challengeState(st, url, v1alpha1.ACMEStateValid, "", "")
 			if p, ok := st.challenges[url]; ok {
-				if err := b.withdraw(ctx, p); err != nil {
-					return false, err
-				}
+				// A failed withdrawal does not hold the order up: it is
+				// tried again later.
+				b.withdrawOrKeep(ctx, p)
 				delete(st.challenges, url)
 			}
 			continue
@@ -332,7 +379,7 @@ func (b *Backend) authorize(ctx context.Context, iss v1alpha1.GenericIssuer, s *
 			return false, issuer.Permanentf("the ACME authorization for %s is %s", name, authz.Status)
 		}
 		allValid = false
-		solver, err := solverFor(iss.GetSpec().ACME.Solvers, name)
+		solver, err := solverFor(iss.GetSpec().ACME.SolverList(), name)
 		if err != nil {
 			return false, err
 		}
@@ -455,13 +502,24 @@ func (b *Backend) answerDNS01(ctx context.Context, s *session, st *orderState, u
 		b.challengeState(st, url, v1alpha1.ACMEStatePresented, "", "")
 	}
 	answered, err := p.dns.client.Answered(ctx, p.dns.fqdn, p.dns.value)
+	var permanent *rfc2136.PermanentError
+	if errors.As(err, &permanent) {
+		msg := fmt.Sprintf("asking %s for the TXT record %s: %v", dns01.RFC2136.Nameserver, p.dns.fqdn, err)
+		b.challengeState(st, url, v1alpha1.ACMEStateInvalid, "QueryRefused", msg)
+		return false, issuer.Permanentf("%s", msg)
+	}
 	if err == nil && !answered {
 		err = errors.New("it does not answer the record yet")
 	}
 	if err != nil {
 		msg := fmt.Sprintf("waiting for %s to answer the TXT record %s: %v", dns01.RFC2136.Nameserver, p.dns.fqdn, err)
 		b.challengeState(st, url, v1alpha1.ACMEStatePresented, "NotAnswered", msg)
-		return false, pending(msg)
+		// A nameserver that takes its time is asked less often.
+		wait := pollInterval
+		if b.clock.Since(p.since) > time.Minute {
+			wait = slowPollInterval
+		}
+		return false, &issuer.PendingError{Err: errors.New(msg), RetryAfter: wait}
 	}
 	return true, nil
 }
@@ -472,6 +530,17 @@ func (b *Backend) withdraw(ctx context.Context, p *presented) error {
 		return p.dns.client.CleanUp(ctx, p.dns.fqdn, p.dns.value)
 	}
 	return b.solver.CleanUp(ctx, *p.http)
+}
+
+// withdrawOrKeep withdraws p, or keeps it to be withdrawn later (see
+// Start) when that fails: a TXT record left behind would stay for good.
+func (b *Backend) withdrawOrKeep(ctx context.Context, p *presented) {
+	if err := b.withdraw(ctx, p); err != nil {
+		logr.FromContextOrDiscard(ctx).Error(err, "withdrawing an ACME challenge; trying again later")
+		b.mu.Lock()
+		b.leftovers = append(b.leftovers, p)
+		b.mu.Unlock()
+	}
 }
 
 // waitServed polls the solver until it serves keyAuth, for servedWait at
@@ -514,21 +583,35 @@ func (b *Backend) finalize(ctx context.Context, s *session, st *orderState, orde
 	return der, nil
 }
 
-// cleanUp withdraws the challenges st published. A failure is logged: the
-// solver sweeps what is left of HTTP-01 answers, and a TXT record left
-// behind answers nothing the server asks again.
+// cleanUp withdraws the challenges st published, now or later.
 func (b *Backend) cleanUp(ctx context.Context, st *orderState) {
 	for url, p := range st.challenges {
-		if err := b.withdraw(ctx, p); err != nil {
-			logr.FromContextOrDiscard(ctx).Error(err, "withdrawing an ACME challenge")
-			continue
-		}
+		b.withdrawOrKeep(ctx, p)
 		delete(st.challenges, url)
 	}
 }
 
-// collectOrders forgets orders nobody asked about for orderIdle.
+// validChallenge is the challenge that validated authz.
+func validChallenge(authz *acme.Authorization) *acme.Challenge {
+	for _, c := range authz.Challenges {
+		if c.Status == acme.StatusValid {
+			return c
+		}
+	}
+	return nil
+}
+
+// collectOrders forgets orders nobody asked about for orderIdle, and
+// withdraws the challenges whose withdrawal failed before.
 func (b *Backend) collectOrders(ctx context.Context) {
+	b.mu.Lock()
+	leftovers := b.leftovers
+	b.leftovers = nil
+	b.mu.Unlock()
+	for _, p := range leftovers {
+		b.withdrawOrKeep(ctx, p)
+	}
+
 	cutoff := b.clock.Now().Add(-orderIdle)
 	var idle []*orderState
 	b.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"time"
 
@@ -119,7 +120,9 @@ func (b *Backend) createChallengeRecord(ctx context.Context, st *orderState, aut
 	if !st.records.created {
 		return
 	}
-	sum := sha256.Sum256([]byte(authzURL))
+	// Named by its name, not its authorization, so that an order made
+	// anew (by another leader) finds the Challenge of the name again.
+	sum := sha256.Sum256([]byte(name))
 	c.ObjectMeta = metav1.ObjectMeta{
 		Namespace: o.Namespace,
 		Name:      o.Name + "-" + hex.EncodeToString(sum[:4]),
@@ -217,9 +220,21 @@ func (b *Backend) observeLifetime(iss v1alpha1.GenericIssuer, leaf *x509.Certifi
 }
 
 // longestLifetime is the longest lifetime of a certificate issued for iss
-// since the controller started; zero when none was.
-func (b *Backend) longestLifetime(iss v1alpha1.GenericIssuer) time.Duration {
+// that the controller has seen: since it started, and in the Orders still
+// kept (a Certificate's latest, a CSI request's until it is cleaned up),
+// which a controller that restarted sees too; zero when none.
+func (b *Backend) longestLifetime(ctx context.Context, iss v1alpha1.GenericIssuer) (time.Duration, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.lifetimes[issuer.RefFor(iss).String()]
+	longest := b.lifetimes[issuer.RefFor(iss).String()]
+	b.mu.Unlock()
+	var orders v1alpha1.OrderList
+	if err := b.client.List(ctx, &orders); err != nil {
+		return 0, fmt.Errorf("listing ACME Orders: %w", err)
+	}
+	for _, o := range orders.Items {
+		if o.Spec.IssuerName == iss.GetName() && o.Status.NotBefore != nil && o.Status.NotAfter != nil {
+			longest = max(longest, o.Status.NotAfter.Sub(o.Status.NotBefore.Time))
+		}
+	}
+	return longest, nil
 }

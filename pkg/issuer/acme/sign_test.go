@@ -13,6 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -79,6 +81,18 @@ func (s *memorySolver) withdrawnTokens() []string {
 	return tokens
 }
 
+// testScheme knows the core types and certmint's.
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return scheme
+}
+
 type signFixture struct {
 	server  *fakeServer
 	backend *Backend
@@ -90,7 +104,7 @@ type signFixture struct {
 func newSignFixture(t *testing.T, solver Solver) *signFixture {
 	t.Helper()
 	server := newFakeServer(t)
-	kube := fake.NewClientBuilder().Build()
+	kube := fake.NewClientBuilder().WithScheme(testScheme(t)).WithStatusSubresource(&v1alpha1.Order{}, &v1alpha1.Challenge{}).Build()
 	clk := clocktesting.NewFakePassiveClock(time.Now())
 	b, err := New(Options{Client: kube, Secrets: issuer.NewSecrets(kube, kube), Solver: solver, ClusterResourceNamespace: "certmint", Clock: clk})
 	if err != nil {

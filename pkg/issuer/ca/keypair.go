@@ -194,8 +194,9 @@ func (kp *KeyPair) Sign(now time.Time, req *issuer.Request) ([]byte, error) {
 // and their subdomains (a wildcard name permits its parent domain); URI
 // constraints can only name hosts, so the CA may sign any URI on the
 // approved URIs' hosts. A kind of name with nothing approved, and IP
-// addresses and email addresses, which policy never approves, are excluded
-// outright: an empty constraint matches every name. Critical, so a verifier
+// addresses and email addresses, are excluded outright: an empty constraint
+// matches every name, and policy approves no email address and no address
+// but the pod's own, which is no range to delegate. Critical, so a verifier
 // that does not understand the constraints rejects the chain rather than
 // ignore them.
 func constrainNames(tmpl *x509.Certificate, req *issuer.Request) {

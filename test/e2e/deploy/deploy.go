@@ -84,7 +84,9 @@ func WriteOverlay(dir, nodesDir string) error {
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - %s
+  - %[1]s
+  # Pod IP SANs, which the base leaves out.
+  - %[1]s/podips
 images:
 `, base)
 	for _, img := range images {

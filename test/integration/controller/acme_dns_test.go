@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/crypto/acme"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -204,7 +206,7 @@ func TestACMEDNS01AndSolverSelectors(t *testing.T) {
 
 	t.Run("a wildcard name and its domain are validated by DNS-01", func(t *testing.T) {
 		cert := a.certificate(t, "wild", iss.Name, "*.dns", "dns")
-		waitCert(t, cert, "to be issued by Pebble", readyIs(metav1.ConditionTrue, certificate.ReasonReady))
+		cert = waitCert(t, cert, "to be issued by Pebble", readyIs(metav1.ConditionTrue, certificate.ReasonReady))
 		secret := readySecret(t, a.ns, "wild-tls")
 		leafOf(t, secret, a.pebble.Root, "anything."+zone)
 		leafOf(t, secret, a.pebble.Root, zone)
@@ -220,8 +222,8 @@ func TestACMEDNS01AndSolverSelectors(t *testing.T) {
 		if got := order.Status.NotAfter.Sub(order.Status.NotBefore.Time); got > 25*time.Hour {
 			t.Errorf("the certificate lives %s, want the 24h asked for", got)
 		}
-		if !metav1.IsControlledBy(order, cert) && len(order.OwnerReferences) != 1 {
-			t.Errorf("Order owners %+v, want the Certificate", order.OwnerReferences)
+		if o := order.OwnerReferences; len(o) != 1 || o[0].UID != cert.UID || o[0].Kind != "Certificate" {
+			t.Errorf("Order owners %+v, want the Certificate", o)
 		}
 		if len(challenges) != 2 {
 			t.Fatalf("%d Challenges, want one per name", len(challenges))
@@ -506,11 +508,53 @@ func TestACMEExternalAccountBinding(t *testing.T) {
 		}, http01)
 		cert := a.certificate(t, "bound", iss.Name, "web")
 		waitCert(t, cert, "to be issued", readyIs(metav1.ConditionTrue, certificate.ReasonReady))
+
+		// An edited email reaches the account itself.
+		iss.Spec.ACME.Email = "new-address@certmint.test"
+		if err := env.admin.Update(t.Context(), iss); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, iss, metav1.ConditionTrue, v1alpha1.ReasonReady)
+		account := a.accountClient(t, iss)
+		err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			acct, err := account.GetReg(ctx, "")
+			if err != nil {
+				return false, err
+			}
+			return slices.Equal(acct.Contact, []string{"mailto:new-address@certmint.test"}), nil
+		})
+		if err != nil {
+			t.Errorf("the account's contact did not become the edited email: %v", err)
+		}
 	})
 }
 
+// accountClient is an ACME client of iss's account at the test's Pebble,
+// with the key the controller keeps.
+func (a *acmeEnv) accountClient(t *testing.T, iss *v1alpha1.ClusterIssuer) *acme.Client {
+	t.Helper()
+	var secret corev1.Secret
+	if err := env.admin.Get(t.Context(), client.ObjectKey{Namespace: certmintNS, Name: iss.Spec.ACME.AccountKeySecretName}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.ParsePrivateKey(secret.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(a.pebble.TLSCA)
+	c := &acme.Client{Key: key, DirectoryURL: a.pebble.DirectoryURL,
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}}
+	// The account exists: registering its key again finds it.
+	if _, err := c.Register(t.Context(), &acme.Account{}, acme.AcceptTOS); err != nil && !errors.Is(err, acme.ErrAccountAlreadyExists) {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestACMEPreferredChain checks that spec.acme.preferredChain picks the
-// alternate chain Pebble offers to its other root.
+// alternate chain Pebble offers to its other root, with a trust bundle
+// that holds that root alone, as an issuer that trusts only it would.
 func TestACMEPreferredChain(t *testing.T) {
 	a := newACMEEnv(t, []string{"web"}, pebble.Options{AlternateRoots: 1})
 	alt, err := pki.ParseCertificates(a.pebble.AlternateRoots[0])
@@ -518,7 +562,7 @@ func TestACMEPreferredChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	iss := a.issuer(t, true, func(s *v1alpha1.ACMEIssuer) {
-		s.TrustBundle = string(a.pebble.Root) + string(a.pebble.AlternateRoots[0])
+		s.TrustBundle = string(a.pebble.AlternateRoots[0])
 		s.PreferredChain = alt[0].Subject.CommonName
 	}, v1alpha1.ACMESolver{HTTP01: &v1alpha1.ACMEHTTP01Solver{}})
 	cert := a.certificate(t, "preferred", iss.Name, "web")

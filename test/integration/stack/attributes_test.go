@@ -144,6 +144,18 @@ func TestIdentityAttributesReachTheCertificate(t *testing.T) {
 			wantText: "IPAddressNotAllowed",
 		},
 		{
+			name:     "ip-sans with ${POD_IP} is refused at once by an issuer that certifies no pod addresses, before the pod has one",
+			attrs:    map[string]string{attributes.DNSNames: "${POD_NAME}.${POD_NAMESPACE}.svc", attributes.IPSANs: "${POD_IP}"},
+			wantCode: codes.PermissionDenied,
+			wantText: "the volume asks for its pod's addresses as IP SANs (${POD_IP} or ${POD_IPS} in ip-sans), which ClusterIssuer shop-ca does not certify (policy.podIPs)",
+		},
+		{
+			name:     "a literal address is refused even by an issuer that certifies pod addresses",
+			attrs:    map[string]string{attributes.DNSNames: "${POD_NAME}.${POD_NAMESPACE}.svc", attributes.IPSANs: "10.244.9.9", attributes.IssuerName: caIssuerPodIPs},
+			wantCode: codes.PermissionDenied,
+			wantText: "PodIPMismatch",
+		},
+		{
 			name:  "key-algorithm Ed25519 gives an Ed25519 certificate",
 			attrs: map[string]string{attributes.DNSNames: "${POD_NAME}.${POD_NAMESPACE}.svc", attributes.KeyAlgorithm: "Ed25519"},
 			check: func(t *testing.T, _ string, leaf *x509.Certificate) {

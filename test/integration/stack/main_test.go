@@ -30,9 +30,13 @@ const (
 	workloadNS = "shop"
 	workloadSA = "web"
 	// caIssuer is a CA ClusterIssuer under the default policy, caIssuerCA
-	// a selfSigned ClusterIssuer whose policy allows CA certificates.
-	caIssuer   = "shop-ca"
-	caIssuerCA = "shop-ca-for-cas"
+	// a selfSigned ClusterIssuer whose policy allows CA certificates, and
+	// caIssuerPodIPs a CA ClusterIssuer that certifies pods' addresses in
+	// podNetwork.
+	caIssuer       = "shop-ca"
+	caIssuerCA     = "shop-ca-for-cas"
+	caIssuerPodIPs = "shop-ca-for-pod-ips"
+	podNetwork     = "10.244.0.0/16"
 )
 
 var (
@@ -104,6 +108,11 @@ func setup(ctx context.Context) error {
 	}
 	var err error
 	if root, err = deploy.CAClusterIssuer(ctx, env.CP.Config, caIssuer); err != nil {
+		return err
+	}
+	if _, err = deploy.CAClusterIssuerWithPolicy(ctx, env.CP.Config, caIssuerPodIPs, map[string]any{
+		"podIPs": map[string]any{"cidrs": []any{podNetwork}},
+	}); err != nil {
 		return err
 	}
 	return deploy.SelfSignedClusterIssuer(ctx, env.CP.Config, caIssuerCA, map[string]any{

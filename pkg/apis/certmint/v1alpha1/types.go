@@ -109,8 +109,10 @@ type CAIssuer struct {
 }
 
 // ACMEIssuer is an account on an ACME server and how to solve its
-// challenges. ACME certificates carry DNS names only; the server chooses
-// their lifetime.
+// challenges. ACME certificates carry DNS names only; the lifetime asked
+// for is the order's notAfter, which the server may honour.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.solvers) != has(self.solver)",message="set solvers (or, in issuers written before it, solver), not both"
 type ACMEIssuer struct {
 	// Server is the URL of the ACME server's directory, e.g.
 	// https://acme-v02.api.letsencrypt.org/directory.
@@ -165,10 +167,24 @@ type ACMEIssuer struct {
 	// solver whose selector matches it most closely: a listed name before
 	// the longest matching zone before a solver without selector; the
 	// first in the list on a tie. A wildcard name needs a dns01 solver.
+	// +optional
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=atomic
-	Solvers []ACMESolver `json:"solvers"`
+	Solvers []ACMESolver `json:"solvers,omitempty"`
+
+	// Solver is the one solver of issuers written before solvers existed;
+	// it is read as solvers with this one entry. Deprecated: use solvers.
+	// +optional
+	Solver *ACMESolver `json:"solver,omitempty"`
+}
+
+// SolverList is the issuer's solvers: solvers, or the deprecated solver.
+func (a *ACMEIssuer) SolverList() []ACMESolver {
+	if len(a.Solvers) > 0 || a.Solver == nil {
+		return a.Solvers
+	}
+	return []ACMESolver{*a.Solver}
 }
 
 // ACMEExternalAccountBinding is the CA's key identifier and MAC key for
@@ -329,6 +345,36 @@ type Policy struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=3
 	AllowedKeyTypes []KeyType `json:"allowedKeyTypes,omitempty"`
+
+	// PodIPs lets pods have their own IP addresses as IP SANs (the ip-sans
+	// attribute's ${POD_IP} and ${POD_IPS}), as the pod's status has them
+	// when the request is judged. Without it no IP SAN is issued.
+	// +optional
+	PodIPs *PodIPPolicy `json:"podIPs,omitempty"`
+}
+
+// PodIPPolicy says which of a pod's own addresses may be certified. A pod's
+// addresses are written into its status by its node, so a compromised node
+// could claim any address for its pods: these bounds are what stops it.
+type PodIPPolicy struct {
+	// CIDRs are the ranges an address must lie in: the cluster's pod
+	// network, such as 10.244.0.0/16 (and its IPv6 range in a dual-stack
+	// cluster). A /0 is refused: it bounds nothing.
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="self.all(c, isCIDR(c) && cidr(c).prefixLength() > 0)",message="each must be a CIDR narrower than /0, such as 10.244.0.0/16"
+	CIDRs []string `json:"cidrs"`
+
+	// WithinNodePodCIDRs also requires an address to lie in the
+	// spec.podCIDRs of the pod's node, which kube-controller-manager assigns
+	// and nobody can change once set: a node then cannot have another
+	// node's pod addresses certified. Set it only where the network plugin
+	// gives pods their addresses from their node's podCIDRs; a pod on a node
+	// without podCIDRs then gets no IP SAN. Defaults to false.
+	// +optional
+	WithinNodePodCIDRs bool `json:"withinNodePodCIDRs,omitempty"`
 }
 
 // KeyAlgorithm is a public key algorithm.

@@ -142,13 +142,14 @@ func answer(conn *tls.Conn) {
 
 // mtlsCall connects to an mtls-serve server with the certificate from its
 // volume, requires the server's certificate to carry --server-name as a DNS
-// name and the URI SAN --peer-uri, and prints the identity it verified and
-// the server's answer, which names the identity the server verified.
+// name (or, for an address, as an IP SAN) and the URI SAN --peer-uri, and
+// prints the identity it verified and the server's answer, which names the
+// identity the server verified.
 func mtlsCall(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mtls-call", flag.ContinueOnError)
 	addr := fs.String("addr", "", "host:port to dial (required)")
 	dir := fs.String("cert-dir", "/tls", "certmint volume with tls.crt, tls.key and ca.crt")
-	serverName := fs.String("server-name", "", "DNS name the server's certificate must hold (required)")
+	serverName := fs.String("server-name", "", "DNS name or IP address the server's certificate must hold (required)")
 	peerURI := fs.String("peer-uri", "", "URI SAN (SPIFFE ID) the server must present (required)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a call after this long")
 	every := fs.Duration("every", 0, "call again at this interval until terminated, reporting failures instead of exiting; 0 calls once")
