@@ -48,5 +48,11 @@ Look around:
   kubectl -n certmint logs ds/certmint-driver
   kubectl -n certmint logs deploy/certmint-controller
 
+The kubectl plugin (docs/kubectl-plugin.md) answers the same questions:
+  go build -o _output/bin/kubectl-certmint ./cmd/kubectl-certmint
+  export PATH=\$PWD/_output/bin:\$PATH
+  kubectl certmint status -A
+  kubectl certmint inspect pod server -n demo   # from the driver on its node
+
 Remove it all: make demo-down
 MSG
