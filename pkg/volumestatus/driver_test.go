@@ -15,6 +15,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/mount-utils"
 
+	"github.com/certmint/certmint/internal/metricstest"
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/csr"
 	"github.com/certmint/certmint/pkg/csr/csrtest"
@@ -91,9 +92,9 @@ func TestTheSeriesAndEntryOfAVolumeLiveExactlyAsLongAsTheVolume(t *testing.T) {
 	leaf := chain[0]
 
 	const labels = `{issuer="issuers.certmint.io/shop.ca",namespace="shop",pod="web-0",volume="tls"}`
-	got := series(t, r)
+	got := metricstest.Series(t, r)
 	if v, ok := got["certmint_driver_certificate_not_after_timestamp_seconds"+labels]; !ok || v != float64(leaf.NotAfter.Unix()) {
-		t.Errorf("series:\n%s\nwant the expiry of tls.crt, %d, for the volume", formatSeries(got), leaf.NotAfter.Unix())
+		t.Errorf("series:\n%s\nwant the expiry of tls.crt, %d, for the volume", metricstest.Format(got), leaf.NotAfter.Unix())
 	}
 	due := renewal.Due(leaf.NotBefore, leaf.NotAfter, 0)
 	if v := got["certmint_driver_certificate_renewal_timestamp_seconds"+labels]; v != float64(due.Unix()) {
@@ -128,8 +129,8 @@ func TestTheSeriesAndEntryOfAVolumeLiveExactlyAsLongAsTheVolume(t *testing.T) {
 	if err := m.Unpublish(context.Background(), "csi-1", target); err != nil {
 		t.Fatal(err)
 	}
-	if got := series(t, r); len(got) != 0 {
-		t.Errorf("series after the unpublish:\n%s", formatSeries(got))
+	if got := metricstest.Series(t, r); len(got) != 0 {
+		t.Errorf("series after the unpublish:\n%s", metricstest.Format(got))
 	}
 	if _, body := get(t, r, "/volumes"); !sameJSON(t, body, `{"node": "node-a", "volumes": []}`) {
 		t.Errorf("GET /volumes after the unpublish = %s", body)

@@ -5,7 +5,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"maps"
 	"math/big"
 	"net"
@@ -18,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/certmint/certmint/internal/metricstest"
 	"github.com/certmint/certmint/pkg/attributes"
 	"github.com/certmint/certmint/pkg/manager"
 	"github.com/certmint/certmint/pkg/pki/pkitest"
@@ -255,8 +253,8 @@ func TestEachVolumeWithAKnownExpiryHasItsSeries(t *testing.T) {
 		`certmint_driver_certificate_renewal_timestamp_seconds{issuer="clusterissuers.certmint.io/mesh",namespace="shop",pod="web-1",volume="csi-2"}`:   1.893555845e+09,
 		`certmint_driver_certificate_renewal_timestamp_seconds{issuer="issuers.certmint.io/shop.ca",namespace="shop",pod="web-0",volume="tls"}`:         1.893611045e+09,
 	}
-	if got := series(t, r); !maps.Equal(got, want) {
-		t.Errorf("series:\n%s\nwant:\n%s", formatSeries(got), formatSeries(want))
+	if got := metricstest.Series(t, r); !maps.Equal(got, want) {
+		t.Errorf("series:\n%s\nwant:\n%s", metricstest.Format(got), metricstest.Format(want))
 	}
 }
 
@@ -278,42 +276,8 @@ func TestAPodRecreatedUnderItsNameReportsOnlyItsNewerVolume(t *testing.T) {
 		}
 		// series gathers through a registry, which fails on two series
 		// with one label set, as a scrape would.
-		if got := series(t, r); !maps.Equal(got, want) {
-			t.Errorf("series:\n%s\nwant the recreated pod's:\n%s", formatSeries(got), formatSeries(want))
+		if got := metricstest.Series(t, r); !maps.Equal(got, want) {
+			t.Errorf("series:\n%s\nwant the recreated pod's:\n%s", metricstest.Format(got), metricstest.Format(want))
 		}
 	}
-}
-
-// series gathers c through a registry, as a scrape does, and returns each
-// series' value by its name and labels in the exposition format.
-func series(t *testing.T, c prometheus.Collector) map[string]float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gathering: %v", err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			out[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetGauge().GetValue()
-		}
-	}
-	return out
-}
-
-func formatSeries(s map[string]float64) string {
-	var lines []string
-	for k, v := range s {
-		lines = append(lines, fmt.Sprintf("%s %v", k, v))
-	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
 }

@@ -1,57 +1,19 @@
 package metrics
 
 import (
-	"fmt"
 	"maps"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/certmint/certmint/internal/metricstest"
 	"github.com/certmint/certmint/pkg/apis/certmint/v1alpha1"
 	"github.com/certmint/certmint/pkg/pki/pkitest"
 )
-
-// series gathers cs through a registry, as a scrape does, and returns each
-// series' value by its name and labels in the exposition format.
-func series(t *testing.T, cs ...prometheus.Collector) map[string]float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gathering: %v", err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			out[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetGauge().GetValue()
-		}
-	}
-	return out
-}
-
-func formatSeries(s map[string]float64) string {
-	var lines []string
-	for k, v := range s {
-		lines = append(lines, fmt.Sprintf("%s %v", k, v))
-	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
-}
 
 func TestAnIssuerReportsItsReadinessAndTheExpiryOfTheCAItSignsWith(t *testing.T) {
 	const signer = "clusterissuers.certmint.io/metrics-test"
@@ -74,13 +36,13 @@ func TestAnIssuerReportsItsReadinessAndTheExpiryOfTheCAItSignsWith(t *testing.T)
 			signing = nil
 		}
 		ObserveIssuer(signer, c.ready, signing)
-		if got := series(t, IssuerReady, IssuerCANotAfter); !maps.Equal(got, c.want) {
-			t.Errorf("%s:\n%s\nwant:\n%s", c.name, formatSeries(got), formatSeries(c.want))
+		if got := metricstest.Series(t, IssuerReady, IssuerCANotAfter); !maps.Equal(got, c.want) {
+			t.Errorf("%s:\n%s\nwant:\n%s", c.name, metricstest.Format(got), metricstest.Format(c.want))
 		}
 	}
 	ForgetIssuer(signer)
-	if got := series(t, IssuerReady, IssuerCANotAfter); len(got) != 0 {
-		t.Errorf("a deleted issuer still has series:\n%s", formatSeries(got))
+	if got := metricstest.Series(t, IssuerReady, IssuerCANotAfter); len(got) != 0 {
+		t.Errorf("a deleted issuer still has series:\n%s", metricstest.Format(got))
 	}
 }
 
@@ -112,8 +74,8 @@ func TestEachIssuedCertificateHasItsSeriesWhileThisReplicaLeads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := series(t, c); len(got) != 0 {
-		t.Errorf("a standby replica reports:\n%s", formatSeries(got))
+	if got := metricstest.Series(t, c); len(got) != 0 {
+		t.Errorf("a standby replica reports:\n%s", metricstest.Format(got))
 	}
 	close(elected)
 	want := map[string]float64{
@@ -121,8 +83,8 @@ func TestEachIssuedCertificateHasItsSeriesWhileThisReplicaLeads(t *testing.T) {
 		`certmint_certificate_renewal_timestamp_seconds{issuer="issuers.certmint.io/shop.ca",name="web",namespace="shop"}`:       float64(renewAt.Unix()),
 		`certmint_certificate_not_after_timestamp_seconds{issuer="clusterissuers.certmint.io/mesh",name="api",namespace="shop"}`: float64(t0.Add(24 * time.Hour).Unix()),
 	}
-	if got := series(t, c); !maps.Equal(got, want) {
-		t.Errorf("series:\n%s\nwant:\n%s", formatSeries(got), formatSeries(want))
+	if got := metricstest.Series(t, c); !maps.Equal(got, want) {
+		t.Errorf("series:\n%s\nwant:\n%s", metricstest.Format(got), metricstest.Format(want))
 	}
 
 	if err := reader.Delete(t.Context(), &v1alpha1.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}); err != nil {
@@ -133,8 +95,8 @@ func TestEachIssuedCertificateHasItsSeriesWhileThisReplicaLeads(t *testing.T) {
 			delete(want, k)
 		}
 	}
-	if got := series(t, c); !maps.Equal(got, want) {
-		t.Errorf("after Certificate web was deleted:\n%s\nwant:\n%s", formatSeries(got), formatSeries(want))
+	if got := metricstest.Series(t, c); !maps.Equal(got, want) {
+		t.Errorf("after Certificate web was deleted:\n%s\nwant:\n%s", metricstest.Format(got), metricstest.Format(want))
 	}
 }
 
